@@ -1,0 +1,27 @@
+"""Evaluation tasks of clipmed, one module per task, and the runner that drives them.
+
+EVALUATORS maps the `task` field of a `config.evals.<name>` entry to its class. Each task module's
+docstring lists its config fields and metrics. Result keys are "<name>/<dataset>/<metric>".
+"""
+
+from clipmed.evaluators.adversarial import Adversarial
+from clipmed.evaluators.base import EvalContext, Evaluator, Metric, SplitData
+from clipmed.evaluators.cxr_align import CxrAlign
+from clipmed.evaluators.linear_probe import LinearProbe
+from clipmed.evaluators.normal_detection import NormalDetection
+from clipmed.evaluators.retrieval import Retrieval
+from clipmed.evaluators.zero_shot import ZeroShot
+
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "zero_shot": ZeroShot,
+    "linear_probe": LinearProbe,
+    "retrieval": Retrieval,
+    "cxr_align": CxrAlign,
+    "adversarial": Adversarial,
+    "normal_detection": NormalDetection,
+}
+
+# Imported last: the runner reads EVALUATORS from this package.
+from clipmed.evaluators.runner import Runner  # noqa: E402
+
+__all__ = ["EVALUATORS", "EvalContext", "Evaluator", "Metric", "Runner", "SplitData"]

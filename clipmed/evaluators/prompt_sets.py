@@ -1,0 +1,109 @@
+"""Positive/negative prompt sets (data files in clipmed/evaluators/prompts/) and their scores.
+
+A prompt file is JSON:
+  {"description": "...",
+   "classes": {"Cardiomegaly": {"positive": ["Cardiomegaly.", ...],
+                                "negative": ["Normal heart size.", ...]}, ...}}
+Class names are CheXpert-14 category names (clipmed.report.chexpert.CATEGORIES).
+"""
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from clipmed.evaluators.base import EvalContext
+from clipmed.report import chexpert
+
+PROMPT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSet:
+  positive: tuple[str, ...]
+  negative: tuple[str, ...]
+
+
+def slug(name: str) -> str:
+  """Category name -> metric-name fragment: "Pleural Effusion" -> "pleural_effusion"."""
+  return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def prompt_path(name_or_path: str) -> str:
+  """A bundled prompt set name ("synth_cxr") or a path to a .json file -> the file path."""
+  if name_or_path.endswith(".json") or os.sep in name_or_path:
+    return name_or_path
+  return os.path.join(PROMPT_DIR, f"{name_or_path}.json")
+
+
+def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptSet]:
+  """Loads and checks the prompt sets of `classes`.
+
+  Raises:
+    ValueError: naming the file and the offending class when the file is missing, malformed, or
+      lacks a nonempty positive and negative set for a requested class.
+  """
+  path = prompt_path(name_or_path)
+  if not os.path.exists(path):
+    bundled = sorted(f[:-5] for f in os.listdir(PROMPT_DIR) if f.endswith(".json"))
+    raise ValueError(f"prompt file {path} does not exist; set `prompts` in the eval config to "
+                     f"one of the bundled sets {bundled} or to a .json path")
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"prompt file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+  table = data.get("classes") if isinstance(data, dict) else None
+  if not isinstance(table, dict):
+    raise ValueError(f"prompt file {path} must be an object with a \"classes\" mapping")
+  chexpert.names_to_indices(classes)  # unknown class names get a clear error
+  out = {}
+  for name in classes:
+    entry = table.get(name)
+    if entry is None:
+      raise ValueError(f"prompt file {path} has no prompts for class {name!r}; add "
+                       f"\"{name}\": {{\"positive\": [...], \"negative\": [...]}}")
+    sets = []
+    for kind in ("positive", "negative"):
+      prompts = entry.get(kind) if isinstance(entry, dict) else None
+      if (not isinstance(prompts, list) or not prompts
+          or not all(isinstance(p, str) and p.strip() for p in prompts)):
+        raise ValueError(f"prompt file {path}, class {name!r}: \"{kind}\" must be a nonempty "
+                         "list of nonempty strings")
+      sets.append(tuple(prompts))
+    out[name] = PromptSet(*sets)
+  return out
+
+
+def prompt_logits(ctx: EvalContext, image: np.ndarray, prompts: dict[str, PromptSet],
+                  classes: Sequence[str]) -> np.ndarray:
+  """CheXzero-style zero-shot logits: s * (mean positive similarity - mean negative similarity).
+
+  The probability of "positive" is softmax over the two mean prompt similarities times the logit
+  scale s, i.e. sigmoid of this logit. Tasks rank by the logit: it is monotone in the probability
+  and does not saturate into artificial ties at large s.
+
+  Args:
+    ctx: evaluation context (text embeddings, logit scale).
+    image: [N, D] L2-normalised image embeddings.
+    prompts: per-class prompt sets.
+    classes: the K classes, in output order.
+
+  Returns:
+    [N, K] float64 logits.
+  """
+  texts = [t for c in classes for t in prompts[c].positive + prompts[c].negative]
+  emb = ctx.encode_text(texts).astype(np.float64)                     # [M, D]
+  sims = np.asarray(image, np.float64) @ emb.T                         # [N, M]
+  out = np.empty((image.shape[0], len(classes)))
+  start = 0
+  for k, c in enumerate(classes):
+    n_pos, n_neg = len(prompts[c].positive), len(prompts[c].negative)
+    pos = sims[:, start:start + n_pos].mean(axis=1)
+    neg = sims[:, start + n_pos:start + n_pos + n_neg].mean(axis=1)
+    out[:, k] = ctx.logit_scale * (pos - neg)
+    start += n_pos + n_neg
+  return out

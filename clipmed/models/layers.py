@@ -1,0 +1,70 @@
+"""Building blocks shared by the encoders: initializers with logical axis names, LayerNorm,
+stochastic depth, and the projection heads into the joint image-text space."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipmed import sharding
+
+Dtype = Any
+
+PROJECTIONS = ("linear", "mlp")
+
+
+def dense_init(names: tuple[str | None, ...], stddev: float = 0.02):
+  """Truncated-normal initializer carrying logical axis names (one per parameter axis)."""
+  return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
+
+
+def zeros_init(names: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
+  """LayerNorm in `dtype` (statistics in float32) with float32 NORM-labelled scale and bias."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                              (sharding.NORM,)),
+                      bias_init=zeros_init((sharding.NORM,)))
+
+
+def drop_path(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
+  """Stochastic depth: drops a whole residual branch per example (rng stream "dropout")."""
+  if deterministic or rate == 0.0:
+    return x
+  keep = 1.0 - rate
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, shape)
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class ProjectionHead(nn.Module):
+  """Maps encoder features [B, F] to the joint space [B, D].
+
+  Attributes:
+    embed_dim: joint embedding width D.
+    kind: "linear" (one bias-free matrix, as CLIP) or "mlp" (Dense F -> GELU -> Dense D).
+    dtype: compute dtype.
+  """
+  embed_dim: int
+  kind: str = "linear"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == "linear":
+      return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                      name="proj", kernel_init=dense_init((sharding.EMBED, sharding.JOINT)))(x)
+    if self.kind == "mlp":
+      x = nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=jnp.float32, name="hidden",
+                   kernel_init=dense_init((sharding.EMBED, sharding.MLP)),
+                   bias_init=zeros_init((sharding.MLP,)))(x)
+      x = nn.gelu(x, approximate=False)
+      return nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name="proj",
+                      kernel_init=dense_init((sharding.MLP, sharding.JOINT)),
+                      bias_init=zeros_init((sharding.JOINT,)))(x)
+    raise ValueError(f"unknown projection {self.kind!r}; config.model.projection must be one of "
+                     f"{PROJECTIONS}")

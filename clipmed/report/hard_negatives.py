@@ -1,0 +1,208 @@
+"""Hard-negative reports (METHOD.md, "Hard negatives"; paper Sec. 4.1).
+
+Abnormal report (a category other than No Finding / Support Devices positive): one positive entity
+is picked at random (seeded); r^r removes every sentence that mentions it; r^n inserts a natural
+negative statement about it (data/negative_statements.json) at the beginning, middle or end. Both
+work on the cleaned report (one finding per sentence), so removing a sentence removes one finding.
+Each candidate is checked with the labeler: the chosen entity must be negative in r^n and not
+mentioned in r^r, every other category (No Finding aside) unchanged. Entities that cannot be
+removed cleanly are skipped; the pick is random among the clean ones.
+
+Normal report: the hard negative is a report of the training set with exactly one positive entity
+(:func:`pool_negatives`).
+"""
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+import functools
+import json
+import math
+import os
+
+import numpy as np
+
+from clipmed.report import chexpert
+from clipmed.report import clean
+from clipmed.report import labeler
+
+POSITIONS = ("beginning", "middle", "end")
+STATEMENTS_PATH = os.path.join(os.path.dirname(__file__), "data", "negative_statements.json")
+# Categories never picked as the entity: No Finding is derived, devices are not findings.
+EXCLUDED_ENTITIES = (chexpert.NO_FINDING, chexpert.SUPPORT_DEVICES)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardNegative:
+  """A hard negative of one report.
+
+  Attributes:
+    entity: CheXpert category name of the changed entity.
+    report: the cleaned original report r.
+    negated: r^n, the entity replaced by a negative statement.
+    omitted: r^r, the sentences mentioning the entity removed.
+    position: where the negative statement went ("beginning", "middle" or "end").
+    labels: [14] labels of `report`.
+    negated_labels: [14] labels of `negated`.
+    omitted_labels: [14] labels of `omitted`.
+  """
+  entity: str
+  report: str
+  negated: str
+  omitted: str
+  position: str
+  labels: np.ndarray
+  negated_labels: np.ndarray
+  omitted_labels: np.ndarray
+
+
+@functools.cache
+def _default_statements() -> dict[str, tuple[str, ...]]:
+  return load_statements(STATEMENTS_PATH)
+
+
+def load_statements(path: str) -> dict[str, tuple[str, ...]]:
+  """Reads negative statements: a JSON object, CheXpert category -> list of sentences."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"cannot read negative statements from {path}: {e}") from e
+  out = {}
+  for name, phrases in data.items():
+    if name.startswith("_"):
+      continue
+    chexpert.names_to_indices([name])
+    if not isinstance(phrases, list) or not phrases or not all(isinstance(p, str) for p in phrases):
+      raise ValueError(f"{path}: {name!r} must map to a non-empty list of sentences")
+    out[name] = tuple(phrases)
+  return out
+
+
+def is_abnormal(labels: np.ndarray) -> bool:
+  """Some category other than No Finding / Support Devices is positive."""
+  return bool(_candidates(labels))
+
+
+def _candidates(labels: np.ndarray) -> list[int]:
+  return [i for i in range(chexpert.NUM_CATEGORIES)
+          if i not in EXCLUDED_ENTITIES and labels[i] == chexpert.POSITIVE]
+
+
+def _unchanged_except(a: np.ndarray, b: np.ndarray, entity: int) -> bool:
+  for i in range(chexpert.NUM_CATEGORIES):
+    if i in (entity, chexpert.NO_FINDING):
+      continue
+    x, y = float(a[i]), float(b[i])
+    if not (x == y or (math.isnan(x) and math.isnan(y))):
+      return False
+  return True
+
+
+def _remove_entity(sentences: list[str], mentioned: list[set[int]], labels: np.ndarray,
+                   entity: int, statements: Mapping[str, Sequence[str]],
+                   rng: np.random.Generator) -> list[str]:
+  """Removes the sentences that mention `entity`.
+
+  A removed sentence may also be the only place that rules out another finding ("no focal
+  opacity to suggest pneumonia"); that negative finding is restated on its own in its place with
+  one of its negative statements, so that only `entity` changes.
+  """
+  kept: list[str] = []
+  negative_elsewhere = set()
+  for s, cats in zip(sentences, mentioned):
+    if entity not in cats:
+      negative_elsewhere |= cats
+  restated: set[int] = set()
+  for s, cats in zip(sentences, mentioned):
+    if entity not in cats:
+      kept.append(s)
+      continue
+    for other in sorted(cats - {entity, chexpert.NO_FINDING} - negative_elsewhere - restated):
+      name = chexpert.CATEGORIES[other]
+      if labels[other] == chexpert.NEGATIVE and name in statements:
+        phrases = statements[name]
+        kept.append(phrases[int(rng.integers(len(phrases)))])
+        restated.add(other)
+  return kept
+
+
+def _insert(sentences: list[str], statement: str, position: str) -> list[str]:
+  index = {"beginning": 0, "middle": len(sentences) // 2, "end": len(sentences)}[position]
+  return sentences[:index] + [statement] + sentences[index:]
+
+
+def make_hard_negative(report: str | Sequence[str], rng: np.random.Generator, *,
+                       statements: Mapping[str, Sequence[str]] | None = None,
+                       cleaned: bool = False) -> HardNegative | None:
+  """Builds (r, r^n, r^r) for an abnormal report.
+
+  Args:
+    report: report text, or its cleaned sentences when `cleaned` is True.
+    rng: numpy Generator (entity, statement and position are drawn from it).
+    statements: category name -> negative sentences; defaults to data/negative_statements.json.
+    cleaned: `report` is already a list of cleaned sentences.
+
+  Returns:
+    A HardNegative, or None when the report is normal or no entity can be changed cleanly.
+  """
+  statements = _default_statements() if statements is None else statements
+  sentences = list(report) if cleaned else clean.clean_sentences(report)
+  mentioned = [{m.category for m in labeler.sentence_mentions(s)} for s in sentences]
+  labels = labeler.label_sentences(sentences)
+  candidates = [c for c in _candidates(labels) if chexpert.CATEGORIES[c] in statements]
+  for entity in rng.permutation(candidates).tolist():
+    kept = _remove_entity(sentences, mentioned, labels, entity, statements, rng)
+    omitted_labels = labeler.label_sentences(kept)
+    if not (math.isnan(omitted_labels[entity])
+            and _unchanged_except(labels, omitted_labels, entity)):
+      continue
+    phrases = list(statements[chexpert.CATEGORIES[entity]])
+    position = POSITIONS[int(rng.integers(len(POSITIONS)))]
+    for k in rng.permutation(len(phrases)).tolist():
+      negated = _insert(kept, phrases[k], position)
+      negated_labels = labeler.label_sentences(negated)
+      if (negated_labels[entity] == chexpert.NEGATIVE
+          and _unchanged_except(labels, negated_labels, entity)):
+        return HardNegative(
+            entity=chexpert.CATEGORIES[entity], report=" ".join(sentences),
+            negated=" ".join(negated), omitted=" ".join(kept), position=position,
+            labels=labels, negated_labels=negated_labels, omitted_labels=omitted_labels)
+  return None
+
+
+def single_entity_mask(labels: np.ndarray) -> np.ndarray:
+  """Rows with exactly one positive entity (No Finding / Support Devices aside), none uncertain.
+
+  Args:
+    labels: [N, 14] labeler-convention labels.
+
+  Returns:
+    bool [N].
+  """
+  labels = np.asarray(labels, dtype=np.float32)
+  findings = np.delete(labels, list(EXCLUDED_ENTITIES), axis=-1)
+  positives = np.sum(findings == chexpert.POSITIVE, axis=-1)
+  uncertain = np.sum(findings == chexpert.UNCERTAIN, axis=-1)
+  return (positives == 1) & (uncertain == 0)
+
+
+def pool_negatives(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Picks, for every normal report, a hard negative from the pool of single-entity reports.
+
+  Args:
+    labels: [N, 14] labels of the training reports.
+    rng: numpy Generator.
+
+  Returns:
+    int64 [N]: index of the chosen report for normal rows (no positive or uncertain entity), -1
+    for the other rows and when the pool is empty.
+  """
+  labels = np.asarray(labels, dtype=np.float32)
+  findings = np.delete(labels, list(EXCLUDED_ENTITIES), axis=-1)
+  normal = ~np.any((findings == chexpert.POSITIVE) | (findings == chexpert.UNCERTAIN), axis=-1)
+  pool = np.flatnonzero(single_entity_mask(labels))
+  out = np.full((labels.shape[0],), -1, dtype=np.int64)
+  if pool.size:
+    rows = np.flatnonzero(normal)
+    out[rows] = pool[rng.integers(pool.size, size=rows.size)]
+  return out

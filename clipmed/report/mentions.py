@@ -1,0 +1,264 @@
+"""Mention lexicon of the rule labeler: how each CheXpert category is named in chest X-ray reports.
+
+Every rule is a :class:`MentionRule`: a regular expression over lower-cased sentence text, the
+category it names, and optionally a fixed status (statements of normality such as "heart size is
+normal" are negative mentions of Cardiomegaly whatever cue surrounds them) and context that rules a
+match out ("calcified nodule" is a granuloma, not a lung lesion; "pericardial effusion" is not a
+pleural effusion). Status detection for the other mentions (negation / uncertainty cues and their
+scopes) is in :mod:`clipmed.report.negation`.
+
+The rules were written for this project from the CheXpert category definitions and radiology usage.
+"""
+
+import dataclasses
+import re
+
+from clipmed.report import chexpert
+
+# Gaps between an organ and its adjective: a few words, no clause break, and none of the listed
+# words (a positive rule must not reach across "normal", a negative one across "enlarged").
+_ORGAN_HEART = (r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|shadow|size|contours?|diameter)|"
+                r"cardiac|size\s+of\s+the\s+heart|cardiac\s+and\s+mediastinal\s+silhouettes?)")
+_ORGAN_MEDIASTINUM = (r"(?:cardio[\s-]?mediastinal\s+(?:silhouette|contours?|size|shadow)|"
+                      r"(?:superior\s+)?mediastin(?:um|al\s+(?:silhouette|contours?|width|size|"
+                      r"shadow)))")
+_ORGAN_VESSELS = (r"(?:pulmonary\s+(?:vascularity|vasculature|vessels|vascular\s+markings)|"
+                  r"vascularity|vasculature)")
+_ENLARGED = r"(?:enlarged|enlargement|large|increased|prominent|borderline|widened|widening|wide)"
+_NORMAL = (r"(?:normal|within\s+(?:the\s+)?normal\s+(?:limits|range)|"
+           r"within\s+(?:the\s+)?limits\s+of\s+normal|unremarkable|"
+           r"upper\s+limits?\s+(?:of\s+)?normal|top\s+(?:of\s+)?normal|"
+           r"not\s+(?:significantly\s+)?(?:enlarged|widened))")
+
+
+def _gap(max_words: int, forbidden: str) -> str:
+  """A short run of words (commas allowed) without any forbidden word."""
+  return (r"(?:[\s,]+(?!(?:" + forbidden + r")\b)[a-z0-9/-]+){0," + str(max_words)
+          + r"}?[\s,]+")
+
+
+_POS_GAP = _gap(5, r"normal|unremarkable|limits|but|however|although|which|while|whereas|"
+                r"without|no")
+_NEG_GAP = _gap(7, r"enlarged|enlargement|increased|prominent|widened|but|however|although|"
+                r"which|while|whereas|borderline")
+
+
+@dataclasses.dataclass(frozen=True)
+class MentionRule:
+  """One way of naming a category.
+
+  Attributes:
+    category: CheXpert category index.
+    pattern: compiled regex over lower-cased text.
+    status: fixed status (0.0 for statements of normality) or None to read the cues.
+    exclude_before: regex searched in the 40 characters before the match; a hit rules it out.
+    exclude_after: regex searched in the 40 characters after the match; a hit rules it out.
+  """
+  category: int
+  pattern: re.Pattern
+  status: float | None = None
+  exclude_before: re.Pattern | None = None
+  exclude_after: re.Pattern | None = None
+
+
+def _rule(category: str, pattern: str, status: float | None = None, before: str | None = None,
+          after: str | None = None) -> MentionRule:
+  return MentionRule(chexpert.INDEX[category], re.compile(pattern),
+                     status, re.compile(before) if before else None,
+                     re.compile(after) if after else None)
+
+
+_NEG = chexpert.NEGATIVE
+_DEVICE_BEFORE_EXCLUDE = r"(?:breast|nipple|dental|teeth|tooth)\W+(?:\w+\W+)?$"
+
+RULES: tuple[MentionRule, ...] = (
+    # Enlarged Cardiomediastinum.
+    _rule("Enlarged Cardiomediastinum",
+          r"\benlarged\s+cardiomediastinum\b|\b(?:widened|widening\s+of\s+the|enlarged|wide)\s+"
+          r"(?:superior\s+)?mediastin\w*|\bmediastinal\s+(?:widening|enlargement)\b"),
+    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _POS_GAP + _ENLARGED + r"\b"),
+    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _NEG_GAP + _NORMAL + r"\b", _NEG),
+    _rule("Enlarged Cardiomediastinum",
+          r"\bnormal\s+(?:size\s+(?:and\s+)?)?(?:cardio[\s-]?mediastinal|mediastinal)\s+"
+          r"(?:silhouette|contours?|size|width)", _NEG),
+    # Cardiomegaly.
+    _rule("Cardiomegaly", r"\bcardiomegaly\b|\bcardiac\s+enlargement\b|\bmegacardia\b"),
+    _rule("Cardiomegaly",
+          r"\b(?:enlarge(?:d|ment\s+of\s+the)|increased|large)\s+(?:size\s+of\s+the\s+)?"
+          r"(?:heart|cardiac\s+(?:silhouette|shadow|size|contours?))\b"),
+    _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _POS_GAP
+          + r"(?:enlarged|enlargement|large|increased|borderline)\b"),
+    _rule("Cardiomegaly", r"\bborderline\s+(?:heart|cardiac)\s+size\b"),
+    _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _NEG_GAP + _NORMAL + r"\b", _NEG),
+    _rule("Cardiomegaly",
+          r"\b(?:normal|top\s+normal)(?:[\s-]+sized?)?\s+(?:size\s+(?:of\s+the\s+)?)?"
+          r"(?:heart|cardiac)\b", _NEG),
+    # Lung Lesion.
+    _rule("Lung Lesion", r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?)\b",
+          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$"),
+    _rule("Lung Lesion", r"\bmass(?:es)?\b", before=r"(?:soft\s+tissue|body|bone|muscle)\W+$",
+          after=r"^\s+effect"),
+    _rule("Lung Lesion",
+          r"\b(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar)\s+"
+          r"lesions?\b|\bcavit(?:y|ies|ary\s+lesions?|ation)\b",
+          before=r"(?:thoracic|pleural|abdominal|peritoneal|chest|oral|nasal|body|medullary|"
+                 r"marrow|joint|glenoid)\W+$"),
+    _rule("Lung Lesion", r"\b(?:neoplasms?|tumou?rs?|malignanc(?:y|ies)|metasta(?:sis|ses|tic))\b"),
+    # Lung Opacity.
+    _rule("Lung Opacity", r"\bopaci(?:ty|ties|fication|fications|fied)\b",
+          before=r"calci(?:fied|fic)\W+(?:\w+\W+)?$"),
+    _rule("Lung Opacity", r"\binfiltrat(?:e|es|ion|ions|ive)\b"),
+    _rule("Lung Opacity", r"\bair[\s-]?space\s+(?:disease|process|opacit\w+|filling|shadowing)"),
+    _rule("Lung Opacity", r"\bdensit(?:y|ies)\b",
+          before=r"(?:bone|bony|osseous|tubular|metallic|soft\s+tissue|mineral|radio-?opaque|"
+                 r"breast)\W+(?:\w+\W+)?$|\bbone\s+densit",
+          after=r"^\W+(?:\w+\W+){0,3}?(?:over(?:lying)?|projecting|projected|in\s+the\s+region)\s+"
+                r"(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,4}?(?:heart|mediastinum|ribs?|spine|clavicles?|"
+                r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b"),
+    _rule("Lung Opacity", r"\bscar(?:s|ring|red)?\b",
+          before=r"pleura\w*\W+(?:\w+\W+){0,2}$",
+          after=r"^\s+(?:of|in|along|involving)\s+(?:the\s+)?(?:\w+\s+)?pleura"),
+    _rule("Lung Opacity", r"\bfibro(?:sis|tic)\b", before=r"pleura\w*\W+(?:\w+\W+)?$"),
+    _rule("Lung Opacity",
+          r"\binterstiti(?:al|um)\s+(?:\w+\s+){0,2}?(?:markings?|opacit\w+|prominence|pattern|"
+          r"(?:lung\s+)?disease|changes?|thickening|infiltrat\w*|process|abnormalit\w+|"
+          r"densit\w+)"),
+    _rule("Lung Opacity",
+          r"\b(?:increased|prominent|coarse(?:ned)?|accentuated|chronic|reticular)\s+"
+          r"(?:(?!bronchovascular|vascular)\w+\s+){0,2}?markings\b(?!\s+of\s+the\s+"
+          r"(?:broncho)?vascul)"),
+    _rule("Lung Opacity",
+          r"\b(?:lung|interstitial|parenchymal)\s+markings\b|\bcrowded\s+markings\b"),
+    _rule("Lung Opacity", r"\breticul(?:ar|ation|onodular)\b|\bground[\s-]?glass\b|"
+          r"\bhaz(?:y|iness)\b"),
+    # Edema.
+    _rule("Edema", r"\bedema\b", before=r"(?:soft\s+tissue|subcutaneous|extremity|tissue|"
+          r"wall|scalp)\W+$"),
+    _rule("Edema", r"\b(?:vascular|venous|pulmonary|interstitial|hilar)\s+(?:\w+\s+)?"
+          r"(?:congestion|engorgement|redistribution|plethora|indistinctness)\b|"
+          r"\bcongesti(?:on|ve)\b|\bheart\s+failure\b|\bchf\b|\bfluid\s+overload\b|"
+          r"\bcephalization\b|\bkerley\b|\bvascular\s+prominence\b|"
+          r"\bindistinct\s+(?:pulmonary\s+)?vascula\w*|\bprominen(?:t|ce\s+of\s+the)\s+"
+          r"(?:pulmonary\s+)?(?:vascula\w+|vessels)"),
+    _rule("Edema", r"\b" + _ORGAN_VESSELS + _NEG_GAP + _NORMAL + r"\b", _NEG),
+    _rule("Edema", r"\bnormal\s+(?:pulmonary\s+)?(?:vascularity|vasculature)\b", _NEG),
+    # Consolidation.
+    _rule("Consolidation", r"\bconsolidat(?:ion|ions|ive|ed)\b"),
+    # Pneumonia.
+    _rule("Pneumonia", r"\b(?:broncho)?pneumoni(?:a|as|c)\b|\binfecti(?:on|ons|ous|ve)\b",
+          before=r"(?:urinary|urinary\s+tract|skin|wound|viral|sinus|ear|granulomatous|"
+                 r"fungal\s+or\s+granulomatous)\W+$"),
+    # Atelectasis.
+    _rule("Atelectasis", r"\batelecta(?:sis|ses|tic)\b"),
+    _rule("Atelectasis", r"\bcollapsed?\b",
+          before=r"(?:vertebra\w*|spine|spinal|compression|body|bodies|t\d+|l\d+)\W+(?:\w+\W+)?$",
+          after=r"^\W+(?:of\s+(?:the\s+)?)?(?:\w+\s+)?(?:vertebra|body|bodies|spine|t\d|l\d)"),
+    # Pneumothorax.
+    _rule("Pneumothorax", r"\b(?:hydro|hemo)?pneumo[\s-]?thora(?:x|ces|xes)\b|\bptx\b|"
+          r"\bpleural\s+air\b"),
+    # Pleural Effusion.
+    _rule("Pleural Effusion", r"\beffusions?\b",
+          before=r"(?:pericardial|joint|knee|shoulder|glenohumeral|elbow|hip)\W+(?:\w+\W+)?$"),
+    _rule("Pleural Effusion", r"\bpleural\s+fluid\b|\bhydro(?:pneumo)?thora(?:x|ces)\b|"
+          r"\bfissural\s+fluid\b|\bfluid\s+(?:with)?in\s+the\s+(?:\w+\s+){0,2}?fissures?\b"),
+    # Pleural Other.
+    _rule("Pleural Other",
+          r"\bpleura[l]?\s+(?:\w+\s+)?(?:thickening|plaques?|calcifications?|scar\w*|fibrosis|"
+          r"reaction)|\bthickening\s+of\s+the\s+(?:\w+\s+)?pleura|\bfibrothorax\b|"
+          r"\bpleuro[\s-]?parenchymal\s+(?:scar\w*|thickening|changes?)|\bapical\s+(?:pleural\s+)?"
+          r"capping\b|\bpleural\s+based\s+(?:scar\w*|thickening)"),
+    # Fracture.
+    _rule("Fracture", r"\bfractur(?:e|es|ed)\b|\bfx\b"),
+    # Support Devices.
+    _rule("Support Devices",
+          r"\b(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|tracheostomy|"
+          r"trach|gastrostomy|dobb?hoff|thoracostomy|pigtail|drainage|mediastinal|nasoenteric|"
+          r"nasojejunal|ngt|ogt)\s+tubes?\b|\btubes?\s+(?:and|or)\s+lines?\b|"
+          r"\blines?\s+(?:and|or)\s+tubes?\b|\b(?:endotracheal|nasogastric|tracheostomy|"
+          r"orogastric)\b|\bett\b|\btubing\b"),
+    _rule("Support Devices",
+          r"\bcatheters?\b|\bpicc\b|\b(?:central|venous|arterial|swan[\s-]?ganz|ij|jugular|"
+          r"subclavian|dialysis|hemodialysis|support|monitoring|femoral|midline)\s+"
+          r"(?:venous\s+)?lines?\b|\bport[\s-]?a[\s-]?cath\b|\bportacath\b|\bmediport\b|"
+          r"\b(?:chest|infusion|venous|power|subcutaneous)\s+port\b"),
+    _rule("Support Devices",
+          r"\b(?:pacemakers?|pacers?|aicds?|icds?|defibrillators?|cardioverter|loop\s+recorder|"
+          r"generator|(?:neuro|nerve\s+)?stimulators?)\b|\bleads?\b(?!\s+to\b)|\bwires?\b|"
+          r"\bclips?\b|\bsutures?\b|\bsuture\s+material\b|\bstaples\b|\bstents?\b|"
+          r"\bendografts?\b|\bhardware\b|\bscrews?\b|\b(?:fixation|surgical|metallic)\s+plates?\b|"
+          r"\bplates?\s+and\s+screws?\b|\b(?:harrington|spinal|fusion|fixation)\s+rods?\b|"
+          r"\b(?:ivc|vena\s+cava(?:l)?)\s+filter\b|\bcoils?\b|\bballoon\s+pump\b|\biabp\b|"
+          r"\blvad\b|\bventricular\s+assist\s+device\b|\bdrains?\b|\bshunt\s+(?:tubing|catheter)\b|"
+          r"\bdevices?\b|\bimplanted\b|\bcerclage\b|\bannuloplasty\b|\bmitraclip\b|"
+          r"\b(?:tavr|tavi)\b|\bfilter\b|\banchors?\b|"
+          r"\b(?:its|with|distal)\s+(?:distal\s+)?tips?\b|"
+          r"\bxxxx\s+tip\b|\bchest\s+xxxx\b|\bxxxx-a-xxxx\b|\btip\s+(?:\w+\s+){0,5}?(?:svc|"
+          r"superior\s+vena\s+cava|cavo-?atrial|caval\s+atrial|right\s+atrium|atriocaval|"
+          r"brachiocephalic)|\bin\s+the\s+(?:distal\s+|proximal\s+|mid\s+|upper\s+|lower\s+)?svc\b",
+          before=_DEVICE_BEFORE_EXCLUDE),
+    _rule("Support Devices",
+          r"\b(?:prosthetic|mechanical|bioprosthetic|artificial|replaced)\s+(?:\w+\s+)?valves?\b|"
+          r"\bvalve\s+(?:replacement|prosthes[ie]s|repair|ring)\b|\bprosthes[ie]s\b|"
+          r"\barthroplast(?:y|ies)\b",
+          before=_DEVICE_BEFORE_EXCLUDE),
+)
+
+# Words that can start a mention: a cheap pre-filter so sentences without any are skipped.
+_TRIGGER_RE = re.compile(
+    r"cardi|heart|mediastin|nodul|mass|lesion|cavit|neoplas|tumo|malig|metast|opac|infiltr|"
+    r"air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|edema|conges|failure|"
+    r"chf|overload|cephaliz|kerley|vascul|vessel|consolid|pneumo|infect|atelect|collaps|ptx|"
+    r"pleura|effusion|fluid|fibrothorax|capping|fractur|fx|tube|line|cath|picc|port|pace|"
+    r"aicd|icd|defib|recorder|generator|stimulat|lead|wire|clip|sutur|staple|stent|graft|"
+    r"hardware|screw|plate|rod|filter|coil|pump|iabp|lvad|device|drain|shunt|implant|cerclage|"
+    r"annulo|mitraclip|tav|valve|prosthe|arthroplast|ett|ngt|ogt|trach|hydrothora|megal|tip|"
+    r"xxxx|svc|anchor")
+
+
+def may_mention(sentence_lc: str) -> bool:
+  """Cheap test: can this lower-cased sentence contain any mention at all?"""
+  return _TRIGGER_RE.search(sentence_lc) is not None
+
+
+def may_mention_finding(sentence_lc: str) -> bool:
+  """True when a lower-cased text holds a mention whose rule reads cues (not a normality rule)."""
+  return any(rule.status is None and rule.pattern.search(sentence_lc)
+             for rule, _, _ in find_rule_matches(sentence_lc))
+
+
+def _by_category() -> tuple[tuple[re.Pattern, tuple[MentionRule, ...]], ...]:
+  """Rules grouped by category, each group behind one combined pre-filter pattern."""
+  groups: dict[int, list[MentionRule]] = {}
+  for rule in RULES:
+    groups.setdefault(rule.category, []).append(rule)
+  return tuple((re.compile("|".join(f"(?:{r.pattern.pattern})" for r in rules)), tuple(rules))
+               for rules in groups.values())
+
+
+_GROUPS = _by_category()
+
+
+def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
+  """All rule matches in a lower-cased sentence, after context exclusions.
+
+  Returns:
+    (rule, start, end) tuples in order of start.
+  """
+  out = []
+  if not may_mention(sentence_lc):
+    return out
+  for group_pattern, rules in _GROUPS:
+    if group_pattern.search(sentence_lc) is None:
+      continue
+    for rule in rules:
+      for m in rule.pattern.finditer(sentence_lc):
+        start, end = m.start(), m.end()
+        if rule.exclude_before is not None and rule.exclude_before.search(
+            sentence_lc, max(0, start - 40), start):
+          continue
+        if rule.exclude_after is not None and rule.exclude_after.search(
+            sentence_lc[end:end + 40]):
+          continue
+        out.append((rule, start, end))
+  out.sort(key=lambda t: (t[1], t[2]))
+  return out

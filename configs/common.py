@@ -1,0 +1,140 @@
+"""Shared defaults for every clipmed config, and the `:key=value` argument parser.
+
+Not a runnable config itself: configs/demo.py, configs/full.py, configs/ablations.py and
+configs/tiny.py start from `base_config()` and change what they need. Every knob a user may turn
+lives here, with its default; library code has no hidden defaults.
+"""
+
+import math
+from typing import Any
+
+import ml_collections
+
+from clipmed import sharding
+
+# The paper's rows differ only in the loss block; see configs/ablations.py.
+INFONCE_THRESHOLD = 1.0  # tau >= 1: targets are the identity, the soft-label loss is InfoNCE.
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses a config argument such as "row=clip_n_dtc,steps=200" against typed defaults.
+
+  Args:
+    arg: the text after ':' in `--config=configs/x.py:ARG`, or None.
+    **defaults: the accepted keys with their default values; the type of each default is the
+      type its value is parsed to (bool accepts true/false/1/0).
+
+  Returns:
+    A ConfigDict with one field per default.
+
+  Raises:
+    ValueError: on an unknown key or a value that does not parse, naming the accepted keys.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    if not item.strip():
+      continue
+    if "=" not in item:
+      raise ValueError(f"config argument {item!r} is not key=value; accepted keys: "
+                       f"{sorted(defaults)}")
+    key, value = (s.strip() for s in item.split("=", 1))
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; accepted keys: {sorted(defaults)}")
+    default = defaults[key]
+    try:
+      if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+          raise ValueError(value)
+        out[key] = value.lower() in ("true", "1")
+      else:
+        out[key] = type(default)(value)
+    except ValueError:
+      raise ValueError(f"config argument {key}={value!r} is not a valid "
+                       f"{type(default).__name__}") from None
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by all configs (a small model on SynthCXR, plain CLIP loss)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.eval_seed = 0
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="synth_cxr",
+      data_dir="data/tfds",  # TFDS data_dir; SynthCXR is generated here on first use.
+      # SynthCXR generation (used when name == "synth_cxr").
+      synth=dict(image_size=128, num_train=6000, num_validation=500, num_test=1000, seed=0,
+                 vocab_size=2000),
+      image_size=128,  # model input size; images are resized when the dataset differs
+      channels=1,      # 1 for models trained from scratch, 3 for ImageNet-pretrained encoders
+      mean=0.5, std=0.25,  # pixel normalisation after scaling to [0, 1]
+      max_text_length=96,
+      tokenizer="",  # "" = the dataset's own WordPiece; else a local path or hub id
+      uncertain_as=1.0,  # "U-ones": uncertain mentions count as positive in the clinical vector
+      augment=dict(enabled=True, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1),
+                   rotation_degrees=5.0, brightness=0.1, contrast=0.1),
+      worker_count=0,  # Grain worker processes; a checkpoint only resumes with the same count
+      worker_buffer_size=2,
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      embed_dim=128,
+      logit_scale_init=math.log(1 / 0.07),
+      logit_scale_max=100.0,
+      dtype="float32",  # compute dtype; parameters stay float32
+      remat=False,      # rematerialise each transformer block in the backward pass
+      projection="linear",
+      image=dict(name="swin", patch_size=4, in_channels=1, embed_dim=96, depths=(2, 2, 6, 2),
+                 num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, drop_path_rate=0.1,
+                 init=""),
+      text=dict(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12,
+                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
+                dropout=0.1, pooling="cls", init=""),
+  ))
+
+  # The training objective. With every threshold >= 1 and only the text stream weighted, this is
+  # plain InfoNCE (CLIP). ../shared/METHOD.md fixes the mathematics.
+  config.loss = ml_collections.ConfigDict(dict(
+      loss_type="softmax",  # "softmax" (KL to soft targets) or "sigmoid" (SigLIP-style)
+      thresholds=dict(text=INFONCE_THRESHOLD, clinical=INFONCE_THRESHOLD,
+                      graph=INFONCE_THRESHOLD),
+      weights=dict(text=1.0, clinical=0.0, graph=0.0),
+      hard_negatives=False,
+      mask_own_negative=True,
+  ))
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4, end_learning_rate_factor=0.01, warmup_steps=100, weight_decay=0.05,
+      b1=0.9, b2=0.98, grad_clip_norm=1.0,
+  ))
+
+  config.batch_size = 64  # global, over all processes and devices
+  config.num_train_steps = 1000
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 200
+  config.keep_checkpoints = 3
+  config.async_checkpointing = True
+
+  # Mesh: named axes and sizes (-1 = all remaining devices). The rules map the models' logical
+  # axis names to mesh axes (None = replicated). Data parallelism by default.
+  config.mesh = ml_collections.ConfigDict(dict(
+      shape=dict(data=-1),
+      rules=[(sharding.BATCH, "data")],
+  ))
+
+  # Evaluations: each entry names a task of clipmed.evaluators.EVALUATORS. every_steps = 0 runs
+  # it only after training; > 0 also every that many steps.
+  config.eval_batch_size = 128
+  config.evals = ml_collections.ConfigDict()
+  config.evals.zero_shot = dict(
+      task="zero_shot", split="test", every_steps=0, prompts="synth_cxr",
+      classes=["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices",
+               "Edema", "Lung Opacity", "Atelectasis", "Lung Lesion", "Fracture",
+               "Enlarged Cardiomediastinum", "Pleural Other", "Consolidation", "Pneumonia"],
+      num_bootstrap=1000)
+  config.evals.retrieval = dict(task="retrieval", split="test", every_steps=0, ks=(1, 5, 10),
+                                num_bootstrap=1000)
+  return config

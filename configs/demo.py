@@ -1,0 +1,28 @@
+"""python -m clipmed.main --config=configs/demo.py --workdir=workdirs/demo
+
+The embedded default: a small Swin + BERT CLIP trained on SynthCXR, generated on first use. Trains
+and evaluates in minutes on a laptop CPU. Arguments: `configs/demo.py:steps=N,batch=B`.
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  args = common.parse_arg(arg, steps=300, batch=64)
+  config = common.base_config()
+
+  config.data.image_size = 128
+  config.data.max_text_length = 64
+  config.model.embed_dim = 128
+  config.model.image.update(dict(patch_size=8, in_channels=1, embed_dim=64, depths=(2, 2, 2),
+                                 num_heads=(2, 4, 8), window_size=4, drop_path_rate=0.0))
+  config.model.text.update(dict(hidden_size=128, num_layers=2, num_heads=2,
+                                intermediate_size=256, max_position_embeddings=64,
+                                dropout=0.0))
+
+  config.batch_size = args.batch
+  config.num_train_steps = args.steps
+  config.optimizer.update(dict(learning_rate=1e-3, warmup_steps=30, weight_decay=0.05))
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 100
+  return config

@@ -1,0 +1,265 @@
+"""Grain input pipeline over ArrayRecord (TFDS) sources.
+
+Training:  source -> seeded global shuffle, a new permutation every epoch, repeated forever ->
+           per-element seeded decode/augment/normalise/tokenise -> this process's slice ->
+           batch -> reader threads (+ worker processes when data.worker_count > 0).
+The map runs before the slice on purpose: MapDataset is lazy, so each process still only decodes
+its own rows, but an element's augmentation is seeded by its *global* stream index. The global
+batch at step t is therefore the same set of augmented examples for any process count, and each
+process's rows are the contiguous block a single-host run would give it.
+
+Evaluation: `iterate_split` walks a split in order without augmentation and pads the last batch to
+full size with a `valid` mask, so eval steps keep one static shape.
+
+Checkpointing: the train iterator is a grain.DatasetIterator; save and restore it next to the train
+state in one Orbax CheckpointManager step with `checkpoint_save_args` / `checkpoint_restore_args`.
+"""
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from absl import flags
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from input_pipeline import transforms
+
+# Reader threads and prefetched batches per process when config.data does not set
+# `read_threads` / `read_buffer_size`. Two threads match the 2-core demo machine.
+DEFAULT_READ_THREADS = 2
+DEFAULT_READ_BUFFER_SIZE = 4
+_METADATA_CHUNK = 256
+
+
+def split_name(source: Any) -> str:
+  """The split a source reads (TFDS sources know it), for messages."""
+  split = getattr(source, "split", None)
+  return str(split) if split is not None else type(source).__name__
+
+
+def without_image_decoding(source: Any) -> Any:
+  """Returns a TFDS data source that yields the encoded image bytes instead of decoded arrays.
+
+  The pipeline decodes images itself (PIL, with errors that name the study and split); reading
+  metadata then costs no image decoding at all. Non-TFDS sources are returned unchanged (they may
+  yield encoded bytes or uint8 arrays).
+  """
+  if not isinstance(source, tfds.core.data_sources.base.BaseDataSource):
+    return source
+  decoders = dict(source.decoders or {})
+  if isinstance(decoders.get("image"), tfds.decode.SkipDecoding):
+    return source
+  decoders["image"] = tfds.decode.SkipDecoding()
+  return dataclasses.replace(source, decoders=decoders)
+
+
+def _derive_seeds(seed: int) -> tuple[int, int]:
+  """Independent uint32 seeds for the shuffle and the augmentation from one pipeline seed.
+
+  Grain's shuffle uses seed + epoch per epoch, so hashing keeps runs with seeds s and s + 1 from
+  sharing permutations one epoch apart.
+  """
+  shuffle_seed, augment_seed = np.random.SeedSequence(int(seed)).generate_state(2)
+  return int(shuffle_seed), int(augment_seed)
+
+
+def _read_options(data_config: Any) -> grain.ReadOptions:
+  return grain.ReadOptions(
+      num_threads=int(data_config.get("read_threads", DEFAULT_READ_THREADS)),
+      prefetch_buffer_size=int(data_config.get("read_buffer_size", DEFAULT_READ_BUFFER_SIZE)))
+
+
+def _text_tokenizer(tokenizer: Any, data_config: Any) -> transforms.TextTokenizer:
+  if isinstance(tokenizer, transforms.TextTokenizer):
+    return tokenizer
+  return transforms.TextTokenizer(tokenizer, int(data_config.max_text_length))
+
+
+def _process_index_and_count(process_index: int | None,
+                             process_count: int | None) -> tuple[int, int]:
+  index = jax.process_index() if process_index is None else int(process_index)
+  count = jax.process_count() if process_count is None else int(process_count)
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"process_index={index} must be in [0, process_count={count})")
+  return index, count
+
+
+def _check_flags_parsed() -> None:
+  """Grain worker processes read absl flags; fail early with a fix instead of in a worker."""
+  if not flags.FLAGS.is_parsed():
+    raise RuntimeError(
+        "config.data.worker_count > 0 starts Grain worker processes, which read absl flags, but "
+        "flags are not parsed. Run through clipmed/main.py (absl.app.run parses them), call "
+        "absl.flags.FLAGS.mark_as_parsed() first (notebooks, scripts), or set "
+        "config.data.worker_count=0.")
+
+
+def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
+                          global_batch_size: int, seed: int, process_index: int | None = None,
+                          process_count: int | None = None) -> grain.DatasetIterator:
+  """Creates the infinite, checkpointable training iterator of this process.
+
+  Args:
+    data_config: config.data (image_size, channels, mean, std, max_text_length, uncertain_as,
+      augment, worker_count, worker_buffer_size; optional read_threads, read_buffer_size).
+    source: random-access source of SynthCXR-feature examples (a TFDS ArrayRecord data source or
+      any sequence of dicts).
+    tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
+    global_batch_size: examples per step over all processes.
+    seed: pipeline seed (shuffle order and augmentation).
+    process_index: this process's index; defaults to jax.process_index().
+    process_count: number of processes; defaults to jax.process_count().
+
+  Returns:
+    A grain.DatasetIterator of per-process batches with b = global_batch_size // process_count:
+    image float32 [b, H, W, C], input_ids int32 [b, L], attention_mask int32 [b, L],
+    labels float32 [b, 14] (clinical vector, not L2-normalised).
+  """
+  index, count = _process_index_and_count(process_index, process_count)
+  if global_batch_size < 1 or global_batch_size % count:
+    raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the "
+                     f"process count {count}; change config.batch_size")
+  if len(source) == 0:
+    raise ValueError(f"the training source (split {split_name(source)!r}) is empty")
+  split = split_name(source)
+  spec = transforms.ExampleSpec.from_config(data_config, split=split, train=True)
+  transform = transforms.TrainTransform(spec, _text_tokenizer(tokenizer, data_config))
+  shuffle_seed, augment_seed = _derive_seeds(seed)
+
+  ds = grain.MapDataset.source(without_image_decoding(source))
+  ds = ds.shuffle(seed=shuffle_seed).repeat(None)   # new permutation every epoch
+  ds = ds.random_map(transform, seed=augment_seed)  # lazy: runs only for this process's rows
+  ds = ds[index::count]
+  ds = ds.batch(global_batch_size // count, drop_remainder=True)
+  iter_ds = ds.to_iter_dataset(_read_options(data_config))
+  if data_config.worker_count > 0:
+    _check_flags_parsed()
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=int(data_config.worker_count),
+        per_worker_buffer_size=int(data_config.worker_buffer_size)))
+  return iter(iter_ds)
+
+
+def _pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Pads a short batch to `batch_size` rows by repeating its last row; adds `valid` [B]."""
+  num = len(batch["labels"])
+  valid = np.arange(batch_size) < num
+  if num == batch_size:
+    return {**batch, "valid": valid}
+  fill = np.minimum(np.arange(batch_size), num - 1)
+  return {**{k: v[fill] for k, v in batch.items()}, "valid": valid}
+
+
+def iterate_split(data_config: Any, *, source: Any, tokenizer: Any,
+                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Iterates a split once in source order, without augmentation, for evaluation.
+
+  Every batch has exactly `batch_size` rows; the last one is padded with copies of its last example
+  and `valid` marks the real rows.
+
+  Args:
+    data_config: config.data.
+    source: random-access source of SynthCXR-feature examples.
+    tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
+    batch_size: rows per batch (per process: every process sees the whole split).
+
+  Returns:
+    An iterator of dicts: image float32 [B, H, W, C], input_ids int32 [B, L],
+    attention_mask int32 [B, L], labels float32 [B, 14], valid bool [B].
+  """
+  if batch_size < 1:
+    raise ValueError(f"eval batch size must be positive, got {batch_size}")
+  if len(source) == 0:
+    raise ValueError(f"the evaluation source (split {split_name(source)!r}) is empty")
+  spec = transforms.ExampleSpec.from_config(data_config, split=split_name(source), train=False)
+  transform = transforms.EvalTransform(spec, _text_tokenizer(tokenizer, data_config))
+  ds = grain.MapDataset.source(without_image_decoding(source)).map(transform)
+  ds = ds.batch(batch_size, drop_remainder=False)
+  iter_ds = ds.to_iter_dataset(_read_options(data_config))
+  return (_pad_batch(batch, batch_size) for batch in iter_ds)
+
+
+def split_metadata(source: Any) -> dict[str, Any]:
+  """Reads the text fields of a split in order, without decoding images.
+
+  Returns:
+    dict(reports=list[str] (full reports), labels=float32 [N, 14] in the labeler convention
+    (NaN = not mentioned), study_ids=list[str]).
+  """
+  raw = without_image_decoding(source)
+  split = split_name(source)
+  reports, labels, study_ids = [], [], []
+  for start in range(0, len(raw), _METADATA_CHUNK):
+    keys = list(range(start, min(start + _METADATA_CHUNK, len(raw))))
+    rows = raw.__getitems__(keys) if hasattr(raw, "__getitems__") else [raw[k] for k in keys]
+    for key, row in zip(keys, rows):
+      try:
+        reports.append(transforms.as_text(row["report"]))
+        study_ids.append(transforms.as_text(row["study_id"]))
+        labels.append(np.asarray(row["labels"], np.float32).reshape(-1))
+      except KeyError as err:
+        raise KeyError(f"row {key} of split {split!r} has no {err.args[0]!r} field; the dataset "
+                       "must have the SynthCXR features of design/SPEC.md") from None
+  bad = [i for i, row in enumerate(labels) if row.shape != (14,)]
+  if bad:
+    raise ValueError(f"row {bad[0]} of split {split!r} has {labels[bad[0]].size} labels, "
+                     "expected 14 (CheXpert order)")
+  labels_arr = np.stack(labels) if labels else np.zeros((0, 14), np.float32)
+  return dict(reports=reports, labels=labels_arr, study_ids=study_ids)
+
+
+def dummy_batch(data_config: Any, *, batch_size: int) -> dict[str, np.ndarray]:
+  """Zeros with the shapes and dtypes of a train batch (for model init and eval_shape).
+
+  Returns:
+    image float32 [B, S, S, C], input_ids int32 [B, L], attention_mask int32 [B, L] (all ones, so
+    attention over it is well defined), labels float32 [B, 14].
+  """
+  size, length = int(data_config.image_size), int(data_config.max_text_length)
+  return dict(image=np.zeros((batch_size, size, size, int(data_config.channels)), np.float32),
+              input_ids=np.zeros((batch_size, length), np.int32),
+              attention_mask=np.ones((batch_size, length), np.int32),
+              labels=np.zeros((batch_size, 14), np.float32))
+
+
+def make_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
+                data_axes: Sequence[str] = ("data",)) -> dict[str, jax.Array]:
+  """Assembles per-process batches into global arrays sharded on the leading axis.
+
+  Args:
+    batch: this process's rows, each array [b, ...].
+    mesh: the device mesh.
+    data_axes: mesh axes the batch axis is split over.
+
+  Returns:
+    dict of jax.Array [b * process_count, ...] with NamedSharding(mesh, P(data_axes)).
+  """
+  sharding = NamedSharding(mesh, PartitionSpec(tuple(data_axes)))
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for name, value in batch.items()}
+
+
+def checkpoint_save_args(iterator: grain.DatasetIterator) -> Any:
+  """Orbax args that save `iterator`'s position (one JSON file per process).
+
+  Use as one item of a composite step:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               data=checkpoint_save_args(iterator)))
+  """
+  return grain.checkpoint.CheckpointSave(iterator)
+
+
+def checkpoint_restore_args(iterator: grain.DatasetIterator) -> Any:
+  """Orbax args that restore a checkpointed position into `iterator` (in place).
+
+  `iterator` must come from `create_train_iterator` with the same config, source, batch size, seed,
+  process count and worker_count as the saved one:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=checkpoint_restore_args(iterator)))
+    iterator = restored["data"]
+  """
+  return grain.checkpoint.CheckpointRestore(iterator)

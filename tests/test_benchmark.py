@@ -1,0 +1,43 @@
+"""Smoke test of the benchmark CLI (tiny batch)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clipmed import benchmark
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_loss(batch, devices, dim=8):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "clipmed.benchmark", "loss", "--batch", str(batch), "--dim",
+       str(dim), "--devices", str(devices), "--repeats", "1"], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 1, proc.stdout
+  return json.loads(lines[0])
+
+
+def test_loss_subcommand_prints_one_json_line():
+  result = _run_loss(16, 2)
+  assert result["batch"] == 16 and result["devices"] == 2
+  assert result["loss_bytes_per_device"] > 0 and result["loss_ms"] > 0
+
+
+@pytest.mark.slow
+def test_loss_memory_per_device_falls_with_devices():
+  one, eight = _run_loss(256, 1, dim=16), _run_loss(256, 8, dim=16)
+  assert eight["devices"] == 8
+  assert one["loss_bytes_per_device"] >= 4 * eight["loss_bytes_per_device"], (one, eight)
+
+
+def test_subcommands_are_an_explicit_dict():
+  assert "loss" in benchmark.SUBCOMMANDS
+  args = benchmark.build_parser().parse_args(["loss", "--batch", "8"])
+  assert args.command == "loss" and args.batch == 8 and args.devices is None

@@ -1,0 +1,264 @@
+"""The evaluation runner with fake embedding callables and a tiny split."""
+
+import json
+import math
+import zlib
+
+import ml_collections
+import numpy as np
+import pytest
+
+from clipmed.evaluators import EVALUATORS, Runner
+from clipmed.evaluators.base import Metric
+from clipmed.report import chexpert
+
+N, D = 7, 8
+
+
+def _text_vector(text):
+  """Deterministic text embedding from the text's characters."""
+  rng = np.random.default_rng([ord(c) for c in text])
+  return rng.normal(size=D).astype(np.float32)
+
+
+class FakeModel:
+  """Counts calls; image embedding = the image's pixels (images are [B, 1, 1, D])."""
+
+  def __init__(self):
+    self.text_calls = []
+    self.image_calls = 0
+
+  def embed_images(self, images):
+    self.image_calls += 1
+    return images.reshape(images.shape[0], -1)
+
+  def embed_texts(self, texts):
+    self.text_calls.append(list(texts))
+    return np.stack([_text_vector(t) for t in texts])
+
+
+def _metadata():
+  rng = np.random.default_rng(0)
+  labels = np.where(rng.random((N, 14)) < 0.4, 1.0, 0.0).astype(np.float32)
+  labels[:, chexpert.INDEX["Cardiomegaly"]] = [1, 0, 1, 0, 1, 0, -1]
+  reports = ["report a", "report b", "report a", "report c", "report d", "report e", "report f"]
+  return dict(reports=reports, labels=labels, study_ids=[f"s{i}" for i in range(N)],
+              extras={"note": [None] * N})
+
+
+def _iterate(split, batch_size=3):
+  del split
+  images = np.random.default_rng(1).normal(size=(N, 1, 1, D)).astype(np.float32)
+  for start in range(0, N, batch_size):
+    batch = images[start:start + batch_size]
+    valid = np.ones(batch_size, bool)
+    if len(batch) < batch_size:  # pad the last batch like the pipeline does
+      valid[len(batch):] = False
+      batch = np.concatenate([batch, np.zeros((batch_size - len(batch), 1, 1, D), np.float32)])
+    yield {"image": batch, "valid": valid}
+
+
+def _evals(every_steps=0):
+  return ml_collections.ConfigDict(dict(
+      zero_shot=dict(task="zero_shot", split="test", every_steps=every_steps, prompts="synth_cxr",
+                     classes=["Cardiomegaly", "Edema"], num_bootstrap=20),
+      retrieval=dict(task="retrieval", split="test", every_steps=0, ks=(1, 5), num_bootstrap=20),
+  ))
+
+
+def _runner(evals=None, metadata=_metadata):
+  return Runner(evals or _evals(), dataset="toy", seed=0, iterate_split=_iterate,
+                split_metadata=lambda split: metadata())
+
+
+def test_run_keys_and_embedding_once():
+  model = FakeModel()
+  results = _runner().run(10, embed_images=model.embed_images, embed_texts=model.embed_texts,
+                          logit_scale=20.0)
+  assert "zero_shot/toy/auroc/cardiomegaly" in results
+  assert "zero_shot/toy/mean_auroc" in results
+  assert "retrieval/toy/recall@1" in results and "retrieval/toy/chance@5" in results
+  assert all(isinstance(m, Metric) for m in results.values())
+  # One pass over the split (3 batches) shared by both tasks.
+  assert model.image_calls == 3
+  # Every distinct text embedded exactly once: 6 distinct reports plus the prompts.
+  embedded = [t for call in model.text_calls for t in call]
+  assert len(embedded) == len(set(embedded))
+  assert embedded.count("report a") == 1
+
+
+def test_run_is_deterministic():
+  a = _runner().run(1, embed_images=FakeModel().embed_images,
+                    embed_texts=FakeModel().embed_texts, logit_scale=10.0)
+  b = _runner().run(1, embed_images=FakeModel().embed_images,
+                    embed_texts=FakeModel().embed_texts, logit_scale=10.0)
+  assert a.keys() == b.keys()
+  for key in a:
+    assert a[key] == b[key] or (math.isnan(a[key].value) and math.isnan(b[key].value))
+
+
+def test_only_due_runs_periodic_evaluations():
+  runner = _runner(_evals(every_steps=5))
+  assert runner.due(10) == ["zero_shot"] and runner.due(7) == []
+  model = FakeModel()
+  results = runner.run(10, embed_images=model.embed_images, embed_texts=model.embed_texts,
+                       logit_scale=10.0, only_due=True)
+  assert results and all(k.startswith("zero_shot/") for k in results)
+  assert runner.run(7, embed_images=model.embed_images, embed_texts=model.embed_texts,
+                    logit_scale=10.0, only_due=True) == {}
+
+
+def test_write_json_md_and_scalars(tmp_path):
+  results = {"zero_shot/toy/auroc/edema": Metric(0.75, 0.6, 0.9),
+             "zero_shot/toy/auroc/fracture": Metric(float("nan"), float("nan"), float("nan")),
+             "retrieval/toy/chance@10": Metric(0.01, 0.01, 0.01)}
+  results["normal_detection/toy/accuracy"] = Metric(0.0, 0.0, 0.0)  # degenerate, not constant
+  json_path, md_path = Runner.write(str(tmp_path / "eval"), results, step=42)
+  with open(json_path) as f:
+    data = json.load(f)
+  assert data == {
+      "zero_shot/toy/auroc/edema": {"value": 0.75, "ci_low": 0.6, "ci_high": 0.9},
+      "zero_shot/toy/auroc/fracture": {"value": None, "ci_low": None, "ci_high": None},
+      "retrieval/toy/chance@10": {"value": 0.01, "ci_low": 0.01, "ci_high": 0.01},
+      "normal_detection/toy/accuracy": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+  }
+  md = open(md_path).read()
+  assert "step 42" in md
+  assert "## zero_shot (toy)" in md and "## retrieval (toy)" in md
+  assert "| auroc/edema | 0.750 | [0.600, 0.900] |" in md
+  assert "| auroc/fracture | n/a | n/a |" in md
+  assert "| chance@10 | 0.010 | - |" in md
+  assert "| accuracy | 0.000 | [0.000, 0.000] |" in md
+  scalars = Runner.scalars(results)
+  assert scalars["zero_shot/toy/auroc/edema"] == 0.75 and len(scalars) == 4
+
+
+def test_errors_are_actionable():
+  with pytest.raises(ValueError, match="not a known evaluation"):
+    _runner(ml_collections.ConfigDict(dict(foo=dict(task="nope", every_steps=0))))
+
+  def short_metadata():
+    meta = _metadata()
+    meta["reports"] = meta["reports"][:5]
+    meta["study_ids"] = meta["study_ids"][:5]
+    meta["labels"] = meta["labels"][:5]
+    meta["extras"] = {}
+    return meta
+
+  model = FakeModel()
+  with pytest.raises(ValueError, match="yielded 7 valid images but split_metadata has 5"):
+    _runner(metadata=short_metadata).run(1, embed_images=model.embed_images,
+                                         embed_texts=model.embed_texts, logit_scale=1.0)
+
+  def bad_extras():
+    meta = _metadata()
+    meta["extras"] = {"note": [None] * 3}
+    return meta
+
+  with pytest.raises(ValueError, match=r"extras\['note'\] has 3 entries for 7 studies"):
+    _runner(metadata=bad_extras).run(1, embed_images=model.embed_images,
+                                     embed_texts=model.embed_texts, logit_scale=1.0)
+
+
+def test_registry_is_an_explicit_dict():
+  assert isinstance(EVALUATORS, dict)
+  assert EVALUATORS["zero_shot"].task == "zero_shot"
+
+
+def _full_suite(num_bootstrap, classes=("Cardiomegaly", "Edema", "Pleural Effusion")):
+  classes = list(classes)
+  return ml_collections.ConfigDict(dict(
+      zero_shot=dict(task="zero_shot", split="test", every_steps=0, prompts="synth_cxr",
+                     classes=classes, num_bootstrap=num_bootstrap),
+      linear_probe=dict(task="linear_probe", split="test", train_split="train", every_steps=0,
+                        classes=classes, fractions=(0.01, 0.1, 1.0), weight_decay=1e-3,
+                        max_iterations=100, num_bootstrap=num_bootstrap),
+      retrieval=dict(task="retrieval", split="test", every_steps=0, ks=(1, 5, 10),
+                     num_bootstrap=num_bootstrap),
+      cxr_align=dict(task="cxr_align", split="test", every_steps=0, num_bootstrap=num_bootstrap),
+      adversarial=dict(task="adversarial", split="test", every_steps=0, prompts="synth_cxr",
+                       classes=classes, num_bootstrap=num_bootstrap),
+      normal_detection=dict(task="normal_detection", split="test", every_steps=0,
+                            num_abnormal=2999, num_bootstrap=num_bootstrap),
+  ))
+
+
+class FakeDataset:
+  """Random studies per split; abnormal studies carry CXR-Align texts in the extras."""
+
+  def __init__(self, sizes, dim, batch_size=64):
+    self.sizes, self.dim, self.batch_size = sizes, dim, batch_size
+
+  def metadata(self, split):
+    n = self.sizes[split]
+    rng = np.random.default_rng(len(split))
+    labels = rng.choice([1.0, 0.0, -1.0, np.nan], size=(n, 14),
+                        p=[0.08, 0.1, 0.02, 0.8]).astype(np.float32)
+    labels = chexpert.apply_no_finding_rule(labels)
+    abnormal = np.isnan(labels[:, chexpert.NO_FINDING])
+    reports = [f"{split} report {i % (n // 2 + 1)}" if a else f"normal {i % 3}"
+               for i, a in enumerate(abnormal)]
+    extras = {"cxr_align_report": [f"clean {r}" if a else None
+                                   for r, a in zip(reports, abnormal)],
+              "cxr_align_negated": [f"negated {r}" if a else None
+                                    for r, a in zip(reports, abnormal)],
+              "cxr_align_omitted": [f"omitted {r}" if a else None
+                                    for r, a in zip(reports, abnormal)]}
+    return dict(reports=reports, labels=labels, study_ids=[f"{split}{i}" for i in range(n)],
+                extras=extras)
+
+  def iterate(self, split):
+    n, b = self.sizes[split], self.batch_size
+    images = np.random.default_rng(len(split) + 7).normal(size=(n, 1, 1, self.dim))
+    for start in range(0, n, b):
+      batch = images[start:start + b].astype(np.float32)
+      valid = np.ones(b, bool)
+      valid[len(batch):] = False
+      batch = np.concatenate([batch, np.zeros((b - len(batch), 1, 1, self.dim), np.float32)])
+      yield {"image": batch, "valid": valid}
+
+  def embed_texts(self, texts):
+    # A cheap deterministic embedding: hash each text into a seed.
+    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.dim)
+                     for t in texts])
+
+
+def _run_suite(sizes, dim, num_bootstrap, embedded=None):
+  data = FakeDataset(sizes, dim)
+  runner = Runner(_full_suite(num_bootstrap), dataset="synth_cxr", seed=0,
+                  iterate_split=data.iterate, split_metadata=data.metadata)
+
+  def embed_texts(texts):
+    if embedded is not None:
+      embedded.extend(texts)
+    return data.embed_texts(texts)
+
+  return runner.run(100, embed_images=lambda x: x.reshape(x.shape[0], -1),
+                    embed_texts=embed_texts, logit_scale=14.0)
+
+
+def test_full_suite_keys():
+  embedded = []
+  results = _run_suite({"train": 120, "test": 60}, 8, num_bootstrap=20, embedded=embedded)
+  # Only the linear probe reads the training split, and it never needs its reports.
+  assert not any(t.startswith("train report") for t in embedded)
+  assert any(t.startswith("test report") for t in embedded)
+  prefixes = {key.split("/")[0] for key in results}
+  assert prefixes == set(EVALUATORS)
+  for key in ("zero_shot/synth_cxr/mean_auroc", "linear_probe/synth_cxr/1pct/mean_auroc",
+              "linear_probe/synth_cxr/100pct/auroc/cardiomegaly", "retrieval/synth_cxr/chance@10",
+              "cxr_align/synth_cxr/task_a", "cxr_align/synth_cxr/task_b",
+              "adversarial/synth_cxr/accuracy", "normal_detection/synth_cxr/accuracy",
+              "normal_detection/synth_cxr/chance"):
+    assert key in results, key
+
+
+@pytest.mark.slow
+def test_full_suite_speed_at_demo_scale():
+  """The demo's 1000 test / 6000 train studies, D = 128, 1000 resamples: well under 60 s."""
+  import time
+  start = time.perf_counter()
+  results = _run_suite({"train": 6000, "test": 1000}, 128, num_bootstrap=1000)
+  elapsed = time.perf_counter() - start
+  print(f"full suite at demo scale: {elapsed:.1f} s, {len(results)} metrics")
+  assert elapsed < 60

@@ -1,0 +1,265 @@
+"""Tests for input_pipeline.pipeline (Grain over ArrayRecord) on a tiny SynthCXR build."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from clipmed.report import chexpert
+from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib, transforms
+from tests.conftest import run_with_devices
+
+NUM_TRAIN, NUM_TEST = 48, 16
+SYNTH = dict(image_size=64, num_train=NUM_TRAIN, num_validation=16, num_test=NUM_TEST, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """A tiny 64 px SynthCXR build (about 5 s) shared by this module's tests."""
+  root = str(tmp_path_factory.mktemp("tfds"))
+  synthcxr.prepare(root, vocab_size=300, **SYNTH)
+  return root
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+  """(sources by split, tokenizer)."""
+  sources = {s: synthcxr.data_source(data_dir, s, **SYNTH)
+             for s in ("train", "validation", "test")}
+  tokenizer = tokenizer_lib.load_tokenizer(synthcxr.tokenizer_dir(data_dir, **SYNTH))
+  return sources, tokenizer
+
+
+def _config(**overrides):
+  cfg = ml_collections.ConfigDict(dict(
+      image_size=64, channels=1, mean=0.5, std=0.25, max_text_length=48, uncertain_as=1.0,
+      augment=dict(enabled=True, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1),
+                   rotation_degrees=5.0, brightness=0.1, contrast=0.1),
+      worker_count=0, worker_buffer_size=2))
+  cfg.update(overrides)
+  return cfg
+
+
+def _train(data, cfg=None, *, batch=8, seed=0, **kw):
+  sources, tokenizer = data
+  return pipeline.create_train_iterator(cfg or _config(), source=sources["train"],
+                                        tokenizer=tokenizer, global_batch_size=batch, seed=seed,
+                                        **kw)
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _identify(data, split, cfg):
+  """Maps un-augmented image bytes -> row index of `split` (images are unique per study)."""
+  sources, tokenizer = data
+  ids = {}
+  for b, batch in enumerate(pipeline.iterate_split(cfg, source=sources[split],
+                                                   tokenizer=tokenizer, batch_size=8)):
+    for r in np.flatnonzero(batch["valid"]):
+      ids[batch["image"][r].tobytes()] = b * 8 + r
+  assert len(ids) == len(sources[split])
+  return ids
+
+
+def test_train_batch_shapes_dtypes_and_ranges(data):
+  cfg = _config(image_size=48, channels=3, max_text_length=24)
+  batch = next(_train(data, cfg, batch=8))
+  assert set(batch) == {"image", "input_ids", "attention_mask", "labels"}
+  assert batch["image"].shape == (8, 48, 48, 3) and batch["image"].dtype == np.float32
+  assert batch["input_ids"].shape == (8, 24) and batch["input_ids"].dtype == np.int32
+  assert batch["attention_mask"].shape == (8, 24) and batch["attention_mask"].dtype == np.int32
+  assert batch["labels"].shape == (8, 14) and batch["labels"].dtype == np.float32
+  lo, hi = (0 - cfg.mean) / cfg.std, (1 - cfg.mean) / cfg.std
+  assert batch["image"].min() >= lo - 1e-5 and batch["image"].max() <= hi + 1e-5
+  assert batch["image"].std() > 0.1
+  np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])
+  assert set(np.unique(batch["attention_mask"])) <= {0, 1}
+  assert np.all(batch["attention_mask"][:, 0] == 1)
+  tokenizer = data[1]
+  assert np.all(batch["input_ids"][:, 0] == tokenizer.cls_token_id)
+  assert np.all(batch["input_ids"][batch["attention_mask"] == 0] == tokenizer.pad_token_id)
+  assert set(np.unique(batch["labels"])) <= {0.0, 1.0}  # not L2-normalised
+
+
+def test_same_seed_same_batches_and_other_seed_other_order(data):
+  first, again = _take(_train(data, seed=3), 3), _take(_train(data, seed=3), 3)
+  for a, b in zip(first, again):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  other = _take(_train(data, seed=4), 3)
+  assert not np.array_equal(np.concatenate([b["input_ids"] for b in first]),
+                            np.concatenate([b["input_ids"] for b in other]))
+
+
+def test_every_epoch_is_a_new_permutation_of_the_split(data):
+  cfg = _config(augment=dict(enabled=False))
+  ids = _identify(data, "train", cfg)
+  it = _train(data, cfg, batch=8)
+  steps = NUM_TRAIN // 8
+  epochs = [[ids[row.tobytes()] for b in _take(it, steps) for row in b["image"]]
+            for _ in range(2)]
+  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(NUM_TRAIN))
+  assert epochs[0] != epochs[1] and epochs[0] != list(range(NUM_TRAIN))
+
+
+def test_process_slices_are_disjoint_and_rebuild_the_global_batch(data):
+  cfg = _config(augment=dict(enabled=False))
+  ids = _identify(data, "train", cfg)
+  steps = NUM_TRAIN // 8
+  seen = []
+  for p in range(2):
+    batches = _take(_train(data, cfg, batch=8, process_index=p, process_count=2), steps)
+    assert batches[0]["image"].shape[0] == 4
+    seen.append({ids[row.tobytes()] for b in batches for row in b["image"]})
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_TRAIN))
+  # With augmentation, process p's rows are rows p::2 of the single-process global batch.
+  whole = next(_train(data, batch=8, process_index=0, process_count=1))
+  for p in range(2):
+    part = next(_train(data, batch=8, process_index=p, process_count=2))
+    for k in whole:
+      np.testing.assert_array_equal(whole[k][p::2], part[k])
+
+
+def test_batch_size_must_divide_over_processes(data):
+  with pytest.raises(ValueError, match="multiple of the process count 2"):
+    _train(data, batch=7, process_index=0, process_count=2)
+
+
+def test_augmentation_is_mild_and_off_when_disabled(data):
+  plain = next(_train(data, _config(augment=dict(enabled=False))))
+  aug = next(_train(data))
+  np.testing.assert_array_equal(plain["input_ids"], aug["input_ids"])  # same order
+  diff = np.abs(plain["image"] - aug["image"]).mean()
+  assert 0.0 < diff < 1.0  # changed, but still the same picture (std units)
+
+
+def test_eval_iterates_in_order_with_padding_and_valid_mask(data):
+  sources, tokenizer = data
+  cfg = _config()
+  batches = list(pipeline.iterate_split(cfg, source=sources["test"], tokenizer=tokenizer,
+                                        batch_size=6))
+  assert len(batches) == 3
+  for b in batches:
+    assert b["image"].shape == (6, 64, 64, 1) and b["valid"].dtype == bool
+  np.testing.assert_array_equal(batches[-1]["valid"], [True] * 4 + [False] * 2)
+  assert all(b["valid"].all() for b in batches[:-1])
+  meta = pipeline.split_metadata(sources["test"])
+  labels = np.concatenate([b["labels"][b["valid"]] for b in batches])
+  np.testing.assert_array_equal(
+      labels, chexpert.clinical_vector(meta["labels"], uncertain_as=1.0, normalize=False))
+  again = list(pipeline.iterate_split(cfg, source=sources["test"], tokenizer=tokenizer,
+                                      batch_size=6))
+  np.testing.assert_array_equal(batches[1]["image"], again[1]["image"])
+
+
+def test_split_metadata_reads_text_fields_in_order(data):
+  sources, _ = data
+  meta = pipeline.split_metadata(sources["test"])
+  assert len(meta["reports"]) == len(meta["study_ids"]) == NUM_TEST
+  assert meta["labels"].shape == (NUM_TEST, 14) and meta["labels"].dtype == np.float32
+  row = sources["test"][5]  # fully decoded by TFDS
+  assert meta["study_ids"][5] == transforms.as_text(row["study_id"])
+  assert meta["reports"][5] == transforms.as_text(row["report"])
+  np.testing.assert_array_equal(meta["labels"][5], row["labels"])
+  assert isinstance(pipeline.without_image_decoding(sources["test"])[0]["image"], bytes)
+
+
+class _Split(list):
+  split = "validation"
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_corrupt_image_error_names_study_and_split(data, train):
+  sources, tokenizer = data
+  rows = [dict(sources["test"][i]) for i in range(4)]
+  for row in rows:
+    row["image"], row["study_id"] = b"\x89PNG truncated", b"s-broken"
+  source = _Split(rows)
+  with pytest.raises(transforms.ImageDecodeError, match=r"'s-broken' in split 'validation'"):
+    if train:
+      next(pipeline.create_train_iterator(_config(), source=source, tokenizer=tokenizer,
+                                          global_batch_size=2, seed=0))
+    else:
+      list(pipeline.iterate_split(_config(), source=source, tokenizer=tokenizer, batch_size=2))
+
+
+def test_iterator_state_round_trips_through_an_orbax_checkpoint(data, tmp_path):
+  import jax
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  it = _train(data)
+  _take(it, 3)
+  state = dict(w=jnp.arange(4.0), step=jnp.int32(3))
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            data=pipeline.checkpoint_save_args(it)))
+    expected = _take(it, 3)  # advancing after save() must not leak into the checkpoint
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    fresh = _train(data)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=pipeline.checkpoint_restore_args(fresh)))
+  np.testing.assert_array_equal(restored["state"]["w"], state["w"])
+  for want, got in zip(expected, _take(restored["data"], 3)):
+    for k in want:
+      np.testing.assert_array_equal(want[k], got[k])
+
+
+def test_make_global_shards_the_batch_over_8_devices():
+  out = run_with_devices("""
+    import jax, numpy as np
+    from jax.sharding import AxisType
+    from input_pipeline import pipeline
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    batch = dict(image=np.arange(16 * 4 * 4 * 1, dtype=np.float32).reshape(16, 4, 4, 1),
+                 input_ids=np.arange(16 * 5, dtype=np.int32).reshape(16, 5),
+                 valid=np.arange(16) < 13)
+    out = pipeline.make_global(batch, mesh)
+    for k, v in out.items():
+      assert v.shape == batch[k].shape and v.dtype == batch[k].dtype, k
+      assert v.sharding.spec == jax.sharding.PartitionSpec(("data",)), v.sharding
+      assert len(v.addressable_shards) == 8
+      assert all(s.data.shape[0] == 2 for s in v.addressable_shards)
+      np.testing.assert_array_equal(np.asarray(v), batch[k])
+    print("ok")
+  """)
+  assert out.strip().endswith("ok")
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_batches_and_resume(data_dir):
+  out = run_with_devices(f"""
+    import ml_collections, numpy as np
+    from absl import flags
+    from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
+    from tests import test_pipeline as t
+
+    source = synthcxr.data_source({data_dir!r}, "train", **t.SYNTH)
+    tok = tokenizer_lib.load_tokenizer(synthcxr.tokenizer_dir({data_dir!r}, **t.SYNTH))
+    make = lambda workers: pipeline.create_train_iterator(
+        t._config(worker_count=workers), source=source, tokenizer=tok, global_batch_size=8,
+        seed=0)
+    try:
+      make(2)
+      raise AssertionError("expected a clear error before flags are parsed")
+    except RuntimeError as err:
+      assert "mark_as_parsed" in str(err), err
+    flags.FLAGS.mark_as_parsed()
+    serial, parallel = make(0), make(2)
+    want = [next(serial) for _ in range(4)]
+    got = [next(parallel) for _ in range(2)]
+    state = parallel.get_state()
+    got += [next(parallel) for _ in range(2)]
+    for a, b in zip(want, got):
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    resumed = make(2)
+    resumed.set_state(state)
+    for k in want[2]:
+      np.testing.assert_array_equal(next(resumed)[k], want[2][k])
+    for it in (parallel, resumed):
+      it.close()
+    print("ok")
+  """, num_devices=1)
+  assert out.strip().endswith("ok")

@@ -1,0 +1,170 @@
+"""Rule labeler (clipmed.report.labeler): mentions, negation / uncertainty scopes, aggregation."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from clipmed.report import chexpert
+from clipmed.report import labeler
+
+P, N, U = 1.0, 0.0, -1.0
+
+
+def _check(text: str, expected: dict[str, float], absent: tuple[str, ...] = ()):
+  labels = labeler.label_report(text)
+  for name, value in expected.items():
+    got = float(labels[chexpert.INDEX[name]])
+    assert got == value, f"{name}: expected {value}, got {got} for {text!r}"
+  for name in absent:
+    assert math.isnan(labels[chexpert.INDEX[name]]), f"{name} should not be mentioned in {text!r}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Plain mentions.
+    ("Mild cardiomegaly.", {"Cardiomegaly": P}),
+    ("The cardiac silhouette is moderately enlarged.", {"Cardiomegaly": P}),
+    ("Small right pleural effusion.", {"Pleural Effusion": P}),
+    ("Patchy left lower lobe airspace disease.", {"Lung Opacity": P}),
+    ("Interstitial pulmonary edema.", {"Edema": P}),
+    ("Right upper lobe pneumonia.", {"Pneumonia": P}),
+    ("Large left hydropneumothorax.", {"Pneumothorax": P, "Pleural Effusion": P}),
+    ("Old healed left rib fractures.", {"Fracture": P}),
+    ("Left PICC with tip in the distal SVC.", {"Support Devices": P}),
+    ("Right internal jugular catheter and endotracheal tube in standard position.",
+     {"Support Devices": P}),
+    ("A 1 cm nodule in the right upper lobe.", {"Lung Lesion": P}),
+    ("Biapical pleural thickening.", {"Pleural Other": P}),
+    ("Widened mediastinum.", {"Enlarged Cardiomediastinum": P}),
+    ("Dense left lower lobe consolidation.", {"Consolidation": P}),
+    ("Plate-like atelectasis at the left base.", {"Atelectasis": P}),
+    # Pre-negation and its scope over a list.
+    ("No pneumothorax, pleural effusion, or focal consolidation.",
+     {"Pneumothorax": N, "Pleural Effusion": N, "Consolidation": N}),
+    ("Lungs are clear without evidence of focal airspace disease or effusion.",
+     {"Lung Opacity": N, "Pleural Effusion": N}),
+    ("Negative for pneumothorax.", {"Pneumothorax": N}),
+    ("The lungs are free of focal infiltrates.", {"Lung Opacity": N}),
+    ("No focal consolidation, suspicious pulmonary opacity, or pneumothorax is identified.",
+     {"Consolidation": N, "Lung Opacity": N, "Pneumothorax": N}),
+    ("There is no focal opacity to suggest pneumonia.", {"Lung Opacity": N, "Pneumonia": N}),
+    # Negation stops at a clause break.
+    ("No pneumothorax, but there is a small left effusion.",
+     {"Pneumothorax": N, "Pleural Effusion": P}),
+    ("No pneumothorax with the chest tube in place.", {"Pneumothorax": N, "Support Devices": P}),
+    ("Left basilar opacity without effusion may represent pneumonia.",
+     {"Lung Opacity": P, "Pleural Effusion": N, "Pneumonia": U}),
+    # Negation inside and after the mention.
+    ("The heart is not enlarged.", {"Cardiomegaly": N}),
+    ("Pneumothorax is not seen.", {"Pneumothorax": N}),
+    ("The effusion has resolved.", {"Pleural Effusion": N}),
+    ("The nasogastric tube has been removed.", {"Support Devices": N}),
+    # Pseudo-negations assert the finding.
+    ("No change in the moderate right pleural effusion.", {"Pleural Effusion": P}),
+    ("No significant interval change in mild cardiomegaly.", {"Cardiomegaly": P}),
+    # Uncertainty before, inside and after the mention.
+    ("Possible small left pleural effusion.", {"Pleural Effusion": U}),
+    ("Opacity at the right base may represent atelectasis.", {"Lung Opacity": P, "Atelectasis": U}),
+    ("Findings are suspicious for pneumonia.", {"Pneumonia": U}),
+    ("Borderline cardiomegaly.", {"Cardiomegaly": U}),
+    ("Heart size is borderline.", {"Cardiomegaly": U}),
+    ("Pneumonia cannot be excluded.", {"Pneumonia": U}),
+    ("Small effusion is not excluded.", {"Pleural Effusion": U}),
+    ("Infection is suspected.", {"Pneumonia": U}),
+    ("Cannot exclude a small pneumothorax.", {"Pneumothorax": U}),
+    # Alternatives are uncertain.
+    ("Bibasilar atelectasis or infiltrate.", {"Atelectasis": U, "Lung Opacity": U}),
+    ("Left base scarring versus effusion.", {"Lung Opacity": U, "Pleural Effusion": U}),
+    # Statements of normality are negative mentions.
+    ("Heart size is normal.", {"Cardiomegaly": N}),
+    ("Normal heart size.", {"Cardiomegaly": N}),
+    ("The heart is top normal in size.", {"Cardiomegaly": N}),
+    ("Heart size is at the upper limits of normal.", {"Cardiomegaly": N}),
+    ("Pulmonary vascularity is within normal limits.", {"Edema": N}),
+    ("The mediastinal contours are normal.", {"Enlarged Cardiomediastinum": N}),
+    ("Heart size and pulmonary vascular engorgement appear within limits of normal.",
+     {"Cardiomegaly": N, "Edema": N}),
+])
+def test_mention_status(text, expected):
+  _check(text, expected)
+
+
+@pytest.mark.parametrize("text, absent", [
+    ("Scattered calcified nodules from prior granulomatous disease.", ("Lung Lesion",)),
+    ("Small pericardial effusion.", ("Pleural Effusion",)),
+    ("Compression collapse of the T8 vertebral body.", ("Atelectasis",)),
+    ("Soft tissue edema of the chest wall.", ("Edema",)),
+    ("Bilateral breast implants.", ("Support Devices",)),
+    ("The chest tube tip lies outside the thoracic cavity.", ("Lung Lesion",)),
+    ("Lung volumes remain low.", ("Lung Opacity",)),
+    ("Mild degenerative changes of the thoracic spine.", tuple(chexpert.CATEGORIES[1:])),
+    ("Granulomatous infection in the past.", ("Pneumonia",)),
+    ("Curvilinear density projecting over the heart.", ("Lung Opacity",)),
+])
+def test_context_exclusions(text, absent):
+  _check(text, {}, absent)
+
+
+def test_aggregation_positive_beats_uncertain_beats_negative():
+  _check("No effusion on the right. Possible small left effusion.", {"Pleural Effusion": U})
+  _check("Possible effusion. Small left effusion.", {"Pleural Effusion": P})
+  _check("No effusion. Left effusion.", {"Pleural Effusion": P})
+
+
+def test_no_finding_rule():
+  _check("Heart size is normal. No pneumothorax. Lungs are clear.", {"No Finding": P})
+  # Support devices alone keep No Finding.
+  _check("Right PICC in good position. No pneumothorax.", {"No Finding": P, "Support Devices": P})
+  # Uncertain findings clear it, as positive ones do.
+  labels = labeler.label_report("Possible left basilar atelectasis.")
+  assert math.isnan(labels[chexpert.NO_FINDING])
+  labels = labeler.label_report("Small right pleural effusion.")
+  assert math.isnan(labels[chexpert.NO_FINDING])
+
+
+def test_sections_are_respected():
+  report = ("INDICATION: Rule out pneumonia.\nFINDINGS: Lungs are clear.\n"
+            "IMPRESSION: No acute disease.")
+  labels = labeler.label_report(report)
+  assert math.isnan(labels[chexpert.INDEX["Pneumonia"]])
+  assert labels[chexpert.NO_FINDING] == P
+
+
+def test_label_reports_shape_dtype_and_empty_report():
+  labels = labeler.label_reports(["Mild cardiomegaly.", "", "No effusion."])
+  assert labels.shape == (3, 14) and labels.dtype == np.float32
+  assert labels[0, chexpert.INDEX["Cardiomegaly"]] == P
+  assert np.isnan(labels[1, 1:]).all()
+  calls = []
+  labeler.label_reports(["x"] * 5, progress=lambda done, total: calls.append((done, total)))
+  assert calls == [(5, 5)]
+
+
+def test_sentence_mentions_offsets():
+  sentence = "Small left pleural effusion, no pneumothorax."
+  found = labeler.sentence_mentions(sentence)
+  texts = {chexpert.CATEGORIES[m.category]: sentence[m.start:m.end] for m in found}
+  assert texts == {"Pleural Effusion": "effusion", "Pneumothorax": "pneumothorax"}
+
+
+_SPEED_REPORTS = [
+    "FINDINGS: The heart size is normal. The mediastinal contours are within normal limits. "
+    "There is no focal consolidation, pleural effusion, or pneumothorax. Mild degenerative "
+    "changes of the thoracic spine. IMPRESSION: No acute cardiopulmonary process.",
+    "FINDINGS: Moderate cardiomegaly. Small bilateral pleural effusions with adjacent "
+    "atelectasis. Interstitial opacities may represent mild pulmonary edema. Right internal "
+    "jugular catheter tip in the SVC. IMPRESSION: 1. Cardiomegaly with mild edema. 2. Small "
+    "effusions.",
+]
+
+
+@pytest.mark.slow
+def test_labeler_speed_regression_guard():
+  # scripts/measure_report_quality.py reports the real figure; this guards against a large
+  # regression with a margin for a busy shared machine.
+  texts = _SPEED_REPORTS * 250
+  start = time.perf_counter()
+  labeler.label_reports(texts)
+  rate = len(texts) / (time.perf_counter() - start)
+  assert rate > 400, f"labeler runs at {rate:.0f} reports/s"
