@@ -1,14 +1,15 @@
 """Entry point: python -m clipmed.main --config=configs/demo.py --workdir=DIR
 
-The only module that reads flags. It initialises multi-host JAX when asked to, then hands the config
+With clipmed/evaluate.py, the only modules that read flags. It initialises multi-host JAX when asked to, then hands the config
 and workdir to clipmed.train.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from clipmed import console
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with ':key=value,...' arguments.",
@@ -24,21 +25,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  console.quiet_library_logs()
   # Imported here so that `--help` and flag errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
   from clipmed import train  # pylint: disable=g-import-not-at-top
-  from clipmed.errors import UserError  # pylint: disable=g-import-not-at-top
 
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  try:
+  with console.user_errors_exit():
     train.train_and_evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value))
-  except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

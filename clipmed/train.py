@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): the wiring and the training loop."""
 
+import dataclasses
 import functools
 import os
 import time
@@ -15,7 +16,7 @@ from clu import metric_writers, periodic_actions
 import input_pipeline
 from clipmed.errors import UserError
 from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, train_step
-from clipmed.models import clip as clip_lib
+from clipmed.models import clip as clip_lib, pretrained
 
 
 class ConfigError(UserError, ValueError):
@@ -54,23 +55,27 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict, mesh, data_axes):
   return loss_fn
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming from the latest checkpoint in `workdir`), then evaluates.
+@dataclasses.dataclass
+class Setup:
+  """What training and evaluation share: mesh, data, model, optimiser, abstract state."""
+  mesh: Any
+  data_axes: tuple[str, ...]
+  batch_sharding: Any
+  dataset: input_pipeline.Dataset
+  model: Any
+  schedule: Any
+  state: state_lib.TrainState  # freshly initialised (or restored later)
+  state_shardings: Any
+  init_rng: jax.Array
+  data_seed: int
+  train_rng: jax.Array
 
-  Returns:
-    The final evaluation results {"<task>/<dataset>/<metric>": Metric}.
-  """
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+  """Builds the mesh, prepares the data, and creates the sharded initial state."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  writer.write_hparams({k: v for k, v in config.to_dict().items()
-                        if isinstance(v, (int, float, str, bool))})
-
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
-  data_axes = sharding.data_axes(config.mesh)
-  batch_sharding = sharding.batch_sharding(mesh, config.mesh)
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(),
                jax.process_count())
 
@@ -78,10 +83,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_rng, data_rng, train_rng = jax.random.split(root, 3)
   data_seed = int(jax.random.randint(data_rng, (), 0, np.iinfo(np.int32).max))
 
+  pretrained.check_pretrained_available(config.model)  # fail before preparing data or compiling
   dataset = input_pipeline.prepare_dataset(config.data)
-  tokenizer = dataset.tokenizer
-  model = clip_lib.create_model(config.model, vocab_size=len(tokenizer))
-
+  model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
   schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
   tx = state_lib.create_optimizer(config.optimizer, schedule)
   dummy = input_pipeline.dummy_batch(config.data, batch_size=1)
@@ -90,17 +94,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return model.init({"params": key, "dropout": key},
                       **train_step.model_inputs(dummy), train=False)["params"]
 
-  state, state_shardings = state_lib.create_sharded_state(init_params, tx, init_rng, mesh, rules)
+  load_pretrained = None
+  if config.model.image.init or config.model.text.init:
+    load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
+  state, state_shardings = state_lib.create_sharded_state(
+      init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
   logging.info("Model has %.2fM parameters.", num_params / 1e6)
+  return Setup(mesh=mesh, data_axes=sharding.data_axes(config.mesh),
+               batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
+               model=model, schedule=schedule, state=state, state_shardings=state_shardings,
+               init_rng=init_rng, data_seed=data_seed, train_rng=train_rng)
+
+
+def make_runner(config: ml_collections.ConfigDict, dataset) -> evaluators.Runner:
+  return evaluators.Runner(
+      config.evals, dataset=config.data.name, seed=config.eval_seed,
+      iterate_split=functools.partial(dataset.iterate_split, batch_size=config.eval_batch_size),
+      split_metadata=dataset.split_metadata)
+
+
+def _checkpointer(config, workdir: str, **kwargs) -> checkpointing.Checkpointer:
+  return checkpointing.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+      save_every_steps=config.checkpoint_every_steps, async_save=config.async_checkpointing,
+      **kwargs)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from the latest checkpoint in `workdir`), then evaluates.
+
+  Returns:
+    The final evaluation results {"<task>/<dataset>/<metric>": Metric}, or {} when training
+    stopped early on a preemption signal.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  s = setup(config)
+  mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
+  writer.write_hparams(_flat_hparams(config))
 
   train_iter = input_pipeline.create_train_iterator(
-      config.data, source=dataset.source("train"), tokenizer=tokenizer,
-      global_batch_size=config.batch_size, seed=data_seed)
-
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
-      save_every_steps=config.checkpoint_every_steps, async_save=config.async_checkpointing)
+      config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
+      global_batch_size=config.batch_size, seed=s.data_seed)
+  ckpt = _checkpointer(config, workdir)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     step, state = restored
@@ -108,25 +146,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt.install_preemption_handler()
   initial_step = int(state.step)
 
-  loss_fn = make_loss_fn(config.loss, mesh, data_axes)
+  loss_fn = make_loss_fn(config.loss, mesh, s.data_axes)
   p_train_step = jax.jit(
-      functools.partial(train_step.train_step, model=model, loss_fn=loss_fn, schedule=schedule),
-      in_shardings=(state_shardings, batch_sharding, None),
+      functools.partial(train_step.train_step, model=s.model, loss_fn=loss_fn,
+                        schedule=s.schedule),
+      in_shardings=(state_shardings, s.batch_sharding, None),
       out_shardings=(state_shardings, None, None),
       donate_argnums=(0,))
-
-  runner = evaluators.Runner(
-      config.evals, dataset=config.data.name, seed=config.eval_seed,
-      iterate_split=functools.partial(dataset.iterate_split,
-                                      batch_size=config.eval_batch_size),
-      split_metadata=dataset.split_metadata)
-  embedder = Embedder(model, tokenizer, config, mesh, batch_sharding)
-
-  report_progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                                    writer=writer, every_steps=config.log_every_steps)
-  hooks = [report_progress]
-  if is_main:
-    hooks.append(periodic_actions.Profile(num_profile_steps=3, logdir=workdir, first_profile=10**9))
+  runner = make_runner(config, s.dataset)
+  embedder = Embedder(s.model, s.dataset.tokenizer, config)
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps)
+  train_rng, data_axes = s.train_rng, s.data_axes
 
   logging.info("Training from step %d to %d.", initial_step, config.num_train_steps)
   train_metrics = None
@@ -137,8 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
         state, metrics, _ = p_train_step(state, batch, train_rng)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
-      for hook in hooks:
-        hook(step)
+      report_progress(step)
       if step % config.log_every_steps == 0 or step == last_step:
         scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
         writer.write_scalars(step, scalars)
@@ -169,14 +199,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> dict[str, Any]:
+  """Evaluates the checkpoint at `step` (latest complete by default) with every config.evals task.
+
+  Writes DIR/results.json, DIR/results.md and TensorBoard scalars, like the end of training.
+  """
+  s = setup(config)
+  ckpt = _checkpointer(config, workdir, save_data_iterator=False)
+  step, state = ckpt.restore_state(s.state, step)
+  logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)
+  runner = make_runner(config, s.dataset)
+  embedder = Embedder(s.model, s.dataset.tokenizer, config)
+  with s.mesh:
+    results = runner.run(step, **embedder.bind(state.params), only_due=False)
+  ckpt.close()
+  if jax.process_index() == 0:
+    writer = metric_writers.create_default_writer(workdir)
+    writer.write_scalars(step, runner.scalars(results))
+    writer.flush()
+    runner.write(workdir, results, step)
+  return results
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Scalar config values as flat 'a.b.c' keys, for TensorBoard's HParams tab."""
+  out = {}
+
+  def visit(prefix, node):
+    for key, value in node.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, ml_collections.ConfigDict):
+        visit(name + ".", value)
+      elif isinstance(value, (int, float, str, bool)):
+        out[name] = value
+  visit("", config)
+  return out
+
+
 class Embedder:
   """Jitted image and text embedding for the evaluators, with host-side batching of texts."""
 
-  def __init__(self, model, tokenizer, config, mesh, batch_sharding):
+  def __init__(self, model, tokenizer, config):
     self._tokenizer = tokenizer
     self._config = config
-    self._mesh = mesh
-    self._data_axes = sharding.data_axes(config.mesh)
     self._images = jax.jit(functools.partial(train_step.embed_images, model=model))
     self._texts = jax.jit(functools.partial(train_step.embed_texts, model=model))
     self._scale = jax.jit(lambda params: model.apply({"params": params},

@@ -93,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
       text=dict(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12,
                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
                 dropout=0.1, pooling="cls", init=""),
+      # Report-graph encoder (a GCN over RadGraph-schema graphs); padded on the host to these
+      # static budgets (SynthCXR graphs: mean 17 nodes, 95th percentile 31).
+      graph=dict(enabled=False, hidden_size=128, num_layers=2, max_nodes=48, max_edges=32,
+                 max_node_tokens=8),
   ))
 
   # The training objective. With every threshold >= 1 and only the text stream weighted, this is
@@ -102,8 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
       thresholds=dict(text=INFONCE_THRESHOLD, clinical=INFONCE_THRESHOLD,
                       graph=INFONCE_THRESHOLD),
       weights=dict(text=1.0, clinical=0.0, graph=0.0),
-      hard_negatives=False,
-      mask_own_negative=True,
+      hard_negatives=False,      # add each study's negation hard-negative report (METHOD.md)
+      mask_own_negative=True,    # a report is never a soft positive of its own hard negative
+      soft_labels="dynamic",     # "dynamic" (thresholded, the paper) or "softclip" (no threshold)
+      softclip_temperature=0.1,  # only for soft_labels="softclip"
+      logit_bias=None,           # sigmoid loss only: None, or the initial value of a learned bias
   ))
 
   config.optimizer = ml_collections.ConfigDict(dict(

@@ -6,9 +6,12 @@ and evaluates in minutes on a laptop CPU. Arguments: `configs/demo.py:steps=N,ba
 
 from configs import common
 
+DEFAULT_STEPS = 300
+DEFAULT_BATCH = 64
+
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, steps=300, batch=64)
+  args = common.parse_arg(arg, steps=DEFAULT_STEPS, batch=DEFAULT_BATCH)
   config = common.base_config()
 
   config.data.image_size = 128

@@ -25,3 +25,32 @@ def run_with_devices(code: str, num_devices: int = 8, timeout: int = 600) -> str
   if proc.returncode != 0:
     pytest.fail(f"subprocess with {num_devices} devices failed:\n{proc.stderr[-6000:]}")
   return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+  """SynthCXR at the sizes of configs/tiny.py, prepared once per test session."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from input_pipeline import synthcxr  # pylint: disable=g-import-not-at-top
+
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  synthcxr.prepare(data_dir, **tiny.get_config().data.synth)
+  return data_dir
+
+
+def read_scalars(workdir: str, tag: str) -> dict[int, float]:
+  """{step: value} of a scalar in the TensorBoard event files of `workdir` (later files win)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for name in sorted(os.listdir(workdir)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    acc = event_accumulator.EventAccumulator(os.path.join(workdir, name),
+                                             size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    if tag in acc.Tags()["tensors"]:
+      for event in acc.Tensors(tag):
+        out[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
+  return out

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from clipmed.models import BertEncoder, CLIPModel, SwinTransformer, create_model, pool
+from clipmed.models import clip as clip_lib
+from clipmed.models import gcn
 from clipmed.models import swin
 from configs import common
+from input_pipeline import graphs as graphs_lib
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
@@ -327,3 +330,116 @@ def test_bad_config_messages():
   with pytest.raises(ValueError, match="config.model.projection"):
     model = create_model(tiny_model_config(projection="deep"), vocab_size=30)
     jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
+
+
+# ----------------------------------------------------------------------------- negatives, graphs
+
+GRAPH_BUDGET = dict(max_nodes=6, max_edges=5, max_node_tokens=3)
+
+
+def _node_tokenize(text):
+  return [1 + sum(map(ord, word)) % 29 for word in text.split()]  # ids in [1, 30)
+
+
+def graph_inputs(batch=2, seed=0):
+  """Un-prefixed padded graph arrays [batch, ...] of random small report graphs (one empty)."""
+  rng = np.random.default_rng(seed)
+  examples = []
+  for i in range(batch):
+    num = 0 if i == batch - 1 else int(rng.integers(1, 5))
+    nodes = [(f"w{int(rng.integers(100))} side", graphs_lib.NODE_TYPES[int(rng.integers(4))])
+             for _ in range(num)]
+    edges = [(int(rng.integers(num)), int(rng.integers(num)),
+              graphs_lib.RELATIONS[int(rng.integers(3))]) for _ in range(min(num, 3))]
+    examples.append(dict(nodes=nodes, edges=edges))
+  arrays = graphs_lib.graph_batch(examples, _node_tokenize, **GRAPH_BUDGET)
+  return {k: jnp.asarray(v) for k, v in gcn.strip_prefix(arrays, "graph_").items()}
+
+
+def graph_model_config():
+  cfg = tiny_model_config()
+  cfg.graph = dict(enabled=True, hidden_size=8, num_layers=2, **GRAPH_BUDGET)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def clip_graph():
+  """(model, variables) of a tiny CLIP with the graph encoder enabled."""
+  model = create_model(graph_model_config(), vocab_size=30)
+  images, ids, mask = clip_inputs()
+  variables = jax.jit(lambda: model.init(jax.random.key(0), images, ids, mask, train=False,
+                                         graph=graph_inputs()))()
+  return model, variables
+
+
+def test_clip_negatives_and_graphs_shapes(clip_graph):
+  model, variables = clip_graph
+  images, ids, mask = clip_inputs(batch=3, seed=1)
+  _, neg_ids, neg_mask = clip_inputs(batch=3, seed=2)
+  neg_mask = neg_mask.at[:, 4:].set(0)
+  graph, neg_graph = graph_inputs(3, seed=1), graph_inputs(3, seed=2)
+  out = apply(model, variables, images, ids, mask, train=False, neg_input_ids=neg_ids,
+              neg_attention_mask=neg_mask, graph=graph, neg_graph=neg_graph)
+  assert set(out) == {"image", "text", "neg_text", "graph", "neg_graph", "logit_scale"}
+  for key in ("image", "text", "neg_text", "graph", "neg_graph"):
+    assert out[key].shape == (3, 8) and out[key].dtype == jnp.float32, key
+    np.testing.assert_allclose(np.linalg.norm(out[key], axis=-1), 1.0, rtol=1e-5)
+  # One interleaved call equals separate calls on the reports and on the negatives.
+  enc_text = functools.partial(apply, model, variables, method=CLIPModel.encode_text)
+  enc_graph = functools.partial(apply, model, variables, method=CLIPModel.encode_graph)
+  np.testing.assert_allclose(out["text"], enc_text(ids, mask), atol=1e-5)
+  np.testing.assert_allclose(out["neg_text"], enc_text(neg_ids, neg_mask), atol=1e-5)
+  np.testing.assert_allclose(out["graph"], enc_graph(graph), atol=1e-5)
+  np.testing.assert_allclose(out["neg_graph"], enc_graph(neg_graph), atol=1e-5)
+  assert not np.allclose(out["text"], out["neg_text"], atol=1e-3)
+  assert not np.allclose(out["graph"], out["neg_graph"], atol=1e-3)
+  # Each input alone.
+  only_neg = apply(model, variables, images, ids, mask, train=False, neg_input_ids=neg_ids,
+                   neg_attention_mask=neg_mask)
+  assert set(only_neg) == {"image", "text", "neg_text", "logit_scale"}
+  np.testing.assert_allclose(only_neg["neg_text"], out["neg_text"], atol=1e-5)
+  only_graph = apply(model, variables, images, ids, mask, train=False, graph=graph)
+  assert set(only_graph) == {"image", "text", "graph", "logit_scale"}
+  np.testing.assert_allclose(only_graph["graph"], out["graph"], atol=1e-5)
+
+
+def test_clip_graph_params_and_logical_axes(clip_graph):
+  _, variables = clip_graph
+  params = variables["params"]
+  assert "graph_encoder" in params
+  assert set(params["graph_encoder"]) >= {"token_embeddings", "conv0", "conv1", "projection"}
+  embed = params["graph_encoder"]["token_embeddings"]["embedding"]
+  assert embed.value.shape == (30, 8)  # node tokens share the text vocabulary
+  leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert all(isinstance(x, nn.Partitioned) and len(x.names) == x.value.ndim for x in leaves)
+
+
+def test_graph_disabled_has_no_graph_params(clip_tiny):
+  cfg, model, variables = clip_tiny
+  assert not cfg.graph.enabled and "graph_encoder" not in variables["params"]
+  images, ids, mask = clip_inputs()
+  with pytest.raises(ValueError, match="graph.enabled"):
+    model.apply(variables, images, ids, mask, train=False, graph=graph_inputs())
+  # A config without a graph block (older configs) means disabled.
+  old = tiny_model_config()
+  del old["graph"]
+  shapes = jax.eval_shape(lambda: create_model(old, vocab_size=30).init(
+      jax.random.key(0), images, ids, mask, train=False))
+  assert "graph_encoder" not in shapes["params"]
+  assert jax.tree.structure(shapes) == jax.tree.structure(variables)
+
+
+def test_negative_and_graph_input_errors(clip_graph):
+  model, variables = clip_graph
+  images, ids, mask = clip_inputs()
+  with pytest.raises(ValueError, match="together"):
+    model.apply(variables, images, ids, mask, train=False, neg_input_ids=ids)
+  with pytest.raises(ValueError, match="shape of input_ids"):
+    model.apply(variables, images, ids, mask, train=False, neg_input_ids=ids[:, :3],
+                neg_attention_mask=mask[:, :3])
+  prefixed = {"graph_" + k: v for k, v in graph_inputs().items()}
+  with pytest.raises(ValueError, match="strip_prefix"):
+    model.apply(variables, images, ids, mask, train=False, graph=prefixed)
+  with pytest.raises(ValueError, match="init needs report graphs"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), images, ids, mask, train=False))
+  assert clip_lib.GRAPH_KEYS == graphs_lib.ARRAY_KEYS

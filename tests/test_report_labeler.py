@@ -135,7 +135,7 @@ def test_label_reports_shape_dtype_and_empty_report():
   labels = labeler.label_reports(["Mild cardiomegaly.", "", "No effusion."])
   assert labels.shape == (3, 14) and labels.dtype == np.float32
   assert labels[0, chexpert.INDEX["Cardiomegaly"]] == P
-  assert np.isnan(labels[1, 1:]).all()
+  assert np.isnan(labels[1]).all()
   calls = []
   labeler.label_reports(["x"] * 5, progress=lambda done, total: calls.append((done, total)))
   assert calls == [(5, 5)]
@@ -164,7 +164,7 @@ def test_labeler_speed_regression_guard():
   # scripts/measure_report_quality.py reports the real figure; this guards against a large
   # regression with a margin for a busy shared machine.
   texts = _SPEED_REPORTS * 250
-  start = time.perf_counter()
+  start = time.process_time()  # CPU time: other processes on the machine do not count
   labeler.label_reports(texts)
-  rate = len(texts) / (time.perf_counter() - start)
+  rate = len(texts) / max(time.process_time() - start, 1e-9)
   assert rate > 400, f"labeler runs at {rate:.0f} reports/s"

@@ -106,6 +106,8 @@ def test_split_compound_keeps_statements_that_cannot_be_split(sentence):
     ("Stable mild cardiomegaly.", "Mild cardiomegaly."),
     ("Compared to the prior study, there is a small left effusion.",
      "There is a small left effusion."),
+    ("Compared to the prior study there is new left lower lobe opacity.",
+     "There is left lower lobe opacity."),
     ("No significant interval change.", None),
     ("Stable appearance of the chest.", None),
     ("Similar appearance to the previous radiograph.", None),

@@ -1,6 +1,7 @@
 """SynthCXR: labels agree with the text and with the image; determinism; shapes; TFDS round trip."""
 
 import dataclasses
+import json
 import os
 import re
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 
 from clipmed.report import chexpert
+from clipmed.report import pipeline as report_pipeline
 from input_pipeline.synthcxr import findings as F
 from input_pipeline.synthcxr import generate
+from input_pipeline.synthcxr import processing
 from input_pipeline.synthcxr import render
 from input_pipeline.synthcxr import reports
 
@@ -283,12 +286,111 @@ def test_airspace_opacity_brightens_its_zone(renderer128, kind, side, zone):
 def test_every_finding_kind_changes_the_image(renderer64):
   for kind in F.KIND_CATEGORY:
     rng = np.random.default_rng(0)
-    f = F._sample_finding(rng, kind, "PA")  # pylint: disable=protected-access
+    f = F.sample_finding(rng, kind)
     f = dataclasses.replace(f, certain=True)
     _, a, b, _ = _pair(renderer64, F.Study("PA", (f,)))
     assert np.abs(b - a).sum() > 200, kind
 
 
+def test_generate_report_matches_example(renderer64):
+  for split, index in (("train", 0), ("train", 11), ("test", 5)):
+    ex = generate.generate_example(renderer64, 3, split, index)
+    assert generate.generate_report(3, split, index) == ex["report"]
+
+
+def _present(labels):
+  """Finding categories (No Finding / Support Devices aside) positive or uncertain."""
+  return {chexpert.CATEGORIES[i] for i in range(1, chexpert.NUM_CATEGORIES - 1)
+          if labels[i] in (1.0, -1.0)}
+
+
+@pytest.fixture(scope="module")
+def processed_split():
+  texts = [generate.generate_report(0, "validation", i) for i in range(80)]
+  return texts, processing.process_split(texts, seed=0, split="validation")
+
+
+def test_process_split_fields_and_determinism(processed_split):
+  texts, records = processed_split
+  assert len(records) == len(texts)
+  for record in records:
+    assert set(processing.STORED_FIELDS) <= set(record)
+    assert record["neg_labels"].shape == (14,) and record["neg_labels"].dtype == np.float32
+    for key in ("graph", "neg_graph"):
+      graph = json.loads(record[key])
+      assert set(graph) == {"nodes", "edges"} and graph["nodes"]
+    assert record["neg_source"] in ("negated", "pool")  # every study has a hard negative
+    assert record["neg_report"] and record["neg_report"] != record["report_clean"]
+    assert record["neg_entity"] in chexpert.CATEGORIES
+  again = processing.process_split(texts[:10], seed=0, split="validation")
+  for a, b in zip(records[:10], again):
+    if a["neg_source"] == "negated":  # pool picks depend on the whole split
+      assert a["neg_report"] == b["neg_report"] and a["neg_entity"] == b["neg_entity"]
+  assert processing.processing_seed(0, "train") != processing.processing_seed(0, "validation")
+  assert processing.processing_seed(0, "train") != processing.processing_seed(1, "train")
+
+
+def test_cached_processing_equals_process_reports(processed_split):
+  texts, _ = processed_split
+  texts = texts[:40] + texts[:10]  # normal reports repeat anyway; force some more repeats
+  assert len(set(texts)) < len(texts)
+  cached = processing.process_reports_cached(texts, seed=5)
+  plain = report_pipeline.process_reports(texts, seed=5)
+  for a, b in zip(cached, plain):
+    assert set(a) == set(b)
+    for key in a:
+      if isinstance(a[key], np.ndarray):
+        assert np.array_equal(a[key], b[key], equal_nan=True), key
+      else:
+        assert a[key] == b[key], key
+
+
+def test_hard_negatives_differ_by_one_entity(processed_split):
+  _, records = processed_split
+  sources = [r["neg_source"] for r in records]
+  assert sources.count("negated") >= 5 and sources.count("pool") >= 5
+  for r in records:
+    entity, before, after = r["neg_entity"], _present(r["labels"]), _present(r["neg_labels"])
+    if r["neg_source"] == "negated":
+      # r^n: the entity goes from positive to negative, nothing else changes (No Finding aside).
+      k = chexpert.INDEX[entity]
+      assert r["labels"][k] == 1.0 and r["neg_labels"][k] == 0.0, r
+      rest = [i for i in range(14) if i not in (k, chexpert.NO_FINDING)]
+      assert np.array_equal(r["labels"][rest], r["neg_labels"][rest], equal_nan=True), r
+    else:
+      # A report of the split with exactly one positive entity that the study does not have.
+      assert after == {entity} and entity not in before, r
+      if not before:  # a normal study: the two differ by exactly that entity
+        assert before ^ after == {entity}
+
+
+def test_fill_missing_negatives_picks_an_absent_entity():
+  def record(labels, text):
+    return {"labels": np.asarray(labels, np.float32), "report_clean": text, "graph": "{}",
+            "neg_source": "none", "neg_report": "", "neg_entity": "",
+            "neg_labels": np.full(14, np.nan, np.float32), "neg_graph": "{}"}
+
+  nan = np.nan
+  effusion = [nan] * 14
+  effusion[chexpert.INDEX["Pleural Effusion"]] = 1.0
+  edema = [nan] * 14
+  edema[chexpert.INDEX["Edema"]] = 1.0
+  possible_effusion = [nan] * 14
+  possible_effusion[chexpert.INDEX["Pleural Effusion"]] = -1.0
+  records = [record(possible_effusion, "Possible effusion."), record(effusion, "Effusion."),
+             record(edema, "Edema.")]
+  records[1]["neg_source"] = records[2]["neg_source"] = "negated"
+  for seed in range(5):
+    out = [dict(r) for r in records]
+    assert processing.fill_missing_negatives(out, np.random.default_rng(seed)) == 1
+    assert out[0]["neg_source"] == "pool" and out[0]["neg_report"] == "Edema."
+    assert out[0]["neg_entity"] == "Edema"
+  lonely = [record(possible_effusion, "Possible effusion.")]
+  assert processing.fill_missing_negatives(lonely, np.random.default_rng(0)) == 0
+  assert lonely[0]["neg_source"] == "none"
+
+
+@pytest.mark.slow
 def test_tfds_build_and_grain_read(tmp_path):
   import grain
   import tensorflow_datasets as tfds
@@ -309,6 +411,17 @@ def test_tfds_build_and_grain_read(tmp_path):
   assert np.array_equal(ex["image"], ref["image"])
   assert ex["report"].decode() == ref["report"]
   assert np.array_equal(ex["labels"], ref["labels"], equal_nan=True)
+  # Report processing of the whole split is stored next to the generated features.
+  texts = [generate.generate_report(1, "train", i) for i in range(30)]
+  records = processing.process_split(texts, seed=1, split="train")
+  for key in processing.STORED_FIELDS:
+    assert key in ex, key
+  assert ex["neg_labels"].shape == (14,) and ex["neg_labels"].dtype == np.float32
+  for i in (0, 4, 29):
+    row = ds[i]
+    for key in ("report_clean", "graph", "neg_report", "neg_graph", "neg_entity", "neg_source"):
+      assert row[key].decode() == records[i][key], (i, key)
+    assert np.array_equal(row["neg_labels"], records[i]["neg_labels"], equal_nan=True)
   # tfds.data_source with the builder config also reads it.
   config = synth_cxr.make_config(**synth)
   test_src = tfds.data_source("synth_cxr", split="test", data_dir=data_dir,

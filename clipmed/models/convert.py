@@ -159,14 +159,13 @@ def _float32(value: np.ndarray, path: str, key: str) -> np.ndarray:
 
 
 def rename(state: Mapping[str, np.ndarray], rules: list[Rule], ignored: tuple[str, ...],
-           strip_prefixes: tuple[str, ...] = ()) -> tuple[dict[Path, tuple[str, np.ndarray]],
-                                                         list[str]]:
+           strip_prefixes: tuple[str, ...] = ()
+           ) -> tuple[dict[Path, tuple[str, np.ndarray, str]], list[str]]:
   """Applies a rule table to a state dict.
 
   Returns:
-    ({flax path: (source key, array in PyTorch orientation with its kind applied lazily)},
-     unexpected source keys). Arrays are already in Flax orientation except for the final
-    reshape, which needs the target shape (see `assemble`).
+    ({flax path: (source key, array in PyTorch orientation, kind)}, unexpected source keys).
+    Orientation and reshape happen in `assemble`, which knows the target shapes.
   """
   out: dict[Path, tuple[str, np.ndarray, str]] = {}
   unexpected = []

@@ -158,7 +158,8 @@ def load_swin(source: str, variant: str = "swin_tiny_patch4_window7_224"
 
   Args:
     source: a timm checkpoint file (.safetensors, or .pth/.bin with torch installed), a directory
-      in the Hugging Face SwinModel layout, or a Hub id (e.g. microsoft/swin-tiny-patch4-window7-224).
+      in the Hugging Face SwinModel layout, or a Hub id (e.g.
+      microsoft/swin-tiny-patch4-window7-224).
     variant: the timm architecture of a bare timm checkpoint file (see SWIN_VARIANTS); ignored when
       the source has a config.json.
 
@@ -186,7 +187,8 @@ def bert_architecture(path: str) -> dict[str, Any]:
     raise FileNotFoundError(f"{path}: a BERT source must be a directory with config.json "
                             "(the Hugging Face layout).")
   _check_equal(path, [
-      ("model_type", cfg.get("model_type"), "bert"),
+      # Early checkpoints (e.g. Bio_ClinicalBERT) predate the model_type field.
+      ("model_type", cfg.get("model_type", "bert"), "bert"),
       ("hidden_act", cfg.get("hidden_act", "gelu"), "gelu"),
       ("layer_norm_eps", cfg.get("layer_norm_eps", 1e-12), 1e-12),
       ("position_embedding_type", cfg.get("position_embedding_type", "absolute"), "absolute")])
@@ -198,8 +200,15 @@ def bert_architecture(path: str) -> dict[str, Any]:
 
 
 def load_tokenizer(path: str):
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
-  return AutoTokenizer.from_pretrained(path)
+  """The directory's tokenizer (AutoTokenizer; a bare vocab.txt gives a BertTokenizer)."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  try:
+    return transformers.AutoTokenizer.from_pretrained(path)
+  except (OSError, ValueError, KeyError) as e:
+    if not os.path.isfile(os.path.join(path, "vocab.txt")):
+      raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt / tokenizer.json) next to "
+                              f"the BERT weights ({e}).") from e
+    return transformers.BertTokenizer.from_pretrained(path)
 
 
 def load_bert(source: str) -> tuple[BertEncoder, Params, Any]:
@@ -242,9 +251,11 @@ def _replace_subtree(subtree: Mapping, loaded: Mapping[convert.Path, np.ndarray]
     if tuple(target.shape) != value.shape:
       raise ValueError(f"{what}={source}: {'/'.join(path)} has shape {value.shape}, the model "
                        f"expects {tuple(target.shape)}")
-    new = jnp.asarray(value, dtype=target.dtype)
-    if isinstance(target, jax.Array) and hasattr(target, "sharding"):
-      new = jax.device_put(new, target.sharding)
+    value = np.asarray(value, dtype=target.dtype)
+    if isinstance(target, jax.Array):  # keep the placement (host numpy in: works multi-process)
+      new = jax.device_put(value, target.sharding)
+    else:
+      new = jnp.asarray(value)
     out[path] = old.replace_boxed(new) if isinstance(old, nn.meta.AxisMetadata) else new
   return convert.unflatten(out)
 

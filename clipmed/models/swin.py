@@ -5,10 +5,12 @@ cyclically shifted windows, then (except the last stage) merges 2x2 patches. The
 the final-LayerNorm'd tokens averaged over the grid: [B, C].
 
 Feature maps that do not fit the window are handled like the reference implementations:
-  * when min(H, W) <= window_size the window shrinks to min(H, W) and the block does not shift
-    (its relative-position table is sized for the smaller window, as in the original code);
+  * when min(H, W) <= window_size the window shrinks to min(H, W) and the block does not shift;
+    its relative-position table is sized for the smaller window, as in the original code and timm
+    (transformers' SwinModel keeps the full-size table there and fails on such inputs);
   * otherwise the (layer-normed) grid is zero-padded at the bottom/right to a multiple of the window
-    before the shift, and cropped after the reverse shift (the Hugging Face SwinModel order).
+    before the shift, and cropped after the reverse shift (the Hugging Face SwinModel order; timm
+    pads after the shift, which differs only on grids that need padding).
 Parameter names follow the Hugging Face layout closely so that weights convert by a name table
 (see pretrained.py).
 """

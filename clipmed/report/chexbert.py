@@ -32,99 +32,75 @@ CHEXBERT_CONDITIONS = (
 CLASS_VALUES = (np.nan, chexpert.POSITIVE, chexpert.NEGATIVE, chexpert.UNCERTAIN)
 MAX_TOKENS = 512
 
-_LAYER_RE = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
-# Hugging Face BERT sub-module name -> BertEncoder parameter path, within a layer.
-_LAYER_NAMES = {
-    "attention.self.query": ("attention", "query"),
-    "attention.self.key": ("attention", "key"),
-    "attention.self.value": ("attention", "value"),
-    "attention.output.dense": ("attention", "out"),
-    "attention.output.LayerNorm": ("attention_norm",),
-    "intermediate.dense": ("intermediate",),
-    "output.dense": ("output",),
-    "output.LayerNorm": ("output_norm",),
-}
-_EMBEDDING_NAMES = {
-    "embeddings.word_embeddings": ("word_embeddings",),
-    "embeddings.position_embeddings": ("position_embeddings",),
-    "embeddings.token_type_embeddings": ("token_type_embeddings",),
-    "embeddings.LayerNorm": ("embeddings_norm",),
-}
+_HEAD_RE = re.compile(r"^linear_heads\.(\d+)\.(weight|bias)$")
+_LAYER_RE = re.compile(r"^(?:bert\.)?encoder\.layer\.(\d+)\.")
 
 
-def _set(tree: dict, path: Sequence[str], value: np.ndarray) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  if path[-1] in tree:
-    raise ValueError(f"parameter {'/'.join(path)} given twice in the checkpoint")
-  tree[path[-1]] = value
+def _numpy(value: Any) -> np.ndarray:
+  if hasattr(value, "detach"):  # a torch tensor
+    value = value.detach().cpu().numpy()
+  return np.asarray(value, dtype=np.float32)
 
 
-def convert_state_dict(state_dict: Mapping[str, Any], *, num_heads: int
-                       ) -> tuple[dict, list[tuple[np.ndarray, np.ndarray]]]:
-  """Maps a CheXbert (or plain Hugging Face BERT) state dict to BertEncoder parameters.
+def bert_architecture(bert_state: Mapping[str, np.ndarray], num_heads: int) -> dict[str, int]:
+  """BertEncoder arguments read off a BERT state dict (head count must be given)."""
+  get = lambda name: bert_state.get("bert." + name, bert_state.get(name))  # noqa: E731
+  words = get("embeddings.word_embeddings.weight")
+  if words is None:
+    raise ValueError("the checkpoint has no BERT word embeddings (embeddings.word_embeddings)")
+  layers = {int(m.group(1)) for k in bert_state if (m := _LAYER_RE.match(k))}
+  return dict(
+      vocab_size=words.shape[0], hidden_size=words.shape[1], num_layers=len(layers),
+      num_heads=num_heads,
+      intermediate_size=get("encoder.layer.0.intermediate.dense.weight").shape[0],
+      max_position_embeddings=get("embeddings.position_embeddings.weight").shape[0],
+      type_vocab_size=get("embeddings.token_type_embeddings.weight").shape[0])
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], *, num_heads: int, source: str = "CheXbert"
+                       ) -> tuple[dict, list[tuple[np.ndarray, np.ndarray]], dict[str, int]]:
+  """Maps a CheXbert state dict onto clipmed.models.bert.BertEncoder and the linear heads.
+
+  The BERT part goes through the project's Hugging Face BERT name table
+  (clipmed.models.convert.convert_bert), which checks that every tensor maps to exactly one
+  parameter of the right shape.
 
   Args:
-    state_dict: parameter name -> array (torch tensors or numpy). A "module." prefix (from
-      DataParallel) and a "bert." prefix are accepted; the pooler is unused and dropped.
+    state_dict: parameter name -> array (torch tensors or numpy); a "module." prefix (from
+      DataParallel) is accepted.
     num_heads: attention heads of the model (BERT-base: 12).
+    source: name of the checkpoint for error messages.
 
   Returns:
-    (params for clipmed.models.bert.BertEncoder, [(kernel [H, C], bias [C]) per linear head]).
+    (BertEncoder params, [(kernel [H, C], bias [C]) per linear head], BertEncoder arguments).
   """
-  params: dict = {}
-  heads: dict[int, dict[str, np.ndarray]] = {}
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from clipmed.models import convert  # pylint: disable=g-import-not-at-top
+  from clipmed.models.bert import BertEncoder  # pylint: disable=g-import-not-at-top
+
+  bert_state, heads = {}, {}
   for name, value in state_dict.items():
-    array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value,
-                       dtype=np.float32)
-    name = name.removeprefix("module.").removeprefix("bert.")
-    head = re.match(r"^linear_heads\.(\d+)\.(weight|bias)$", name)
+    name = name.removeprefix("module.")
+    head = _HEAD_RE.match(name)
     if head:
-      heads.setdefault(int(head.group(1)), {})[head.group(2)] = array
-      continue
-    if name.startswith("pooler.") or name.endswith("position_ids"):
-      continue
-    module, _, leaf = name.rpartition(".")
-    layer = _LAYER_RE.match(module)
-    if layer:
-      index, sub = layer.groups()
-      if sub not in _LAYER_NAMES:
-        raise ValueError(f"unexpected BERT parameter {name!r} in the checkpoint")
-      path = (f"layer{index}",) + _LAYER_NAMES[sub]
-    elif module in _EMBEDDING_NAMES:
-      path = _EMBEDDING_NAMES[module]
+      heads.setdefault(int(head.group(1)), {})[head.group(2)] = _numpy(value)
     else:
-      raise ValueError(f"unexpected BERT parameter {name!r} in the checkpoint")
-    _set(params, path + (_leaf_name(path, leaf),), _convert(path, leaf, array, num_heads))
+      bert_state[name] = _numpy(value)
+  arch = bert_architecture(bert_state, num_heads)
+  model = BertEncoder(**arch, dropout=0.0)
+  ids = jnp.zeros((1, 2), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, jnp.ones_like(ids)))
+  expected = {path: tuple(v.shape) for path, v in
+              convert.flatten(nn.meta.unbox(shapes["params"])).items()}
+  params = convert.unflatten(convert.convert_bert(bert_state, expected, source))
   head_list = []
   for k in sorted(heads):
     if set(heads[k]) != {"weight", "bias"}:
-      raise ValueError(f"linear head {k} lacks its weight or bias in the checkpoint")
+      raise ValueError(f"{source}: linear head {k} lacks its weight or bias")
     head_list.append((heads[k]["weight"].T.copy(), heads[k]["bias"]))
-  return params, head_list
-
-
-def _leaf_name(path: Sequence[str], leaf: str) -> str:
-  if path[-1].endswith("embeddings"):
-    return "embedding"
-  if path[-1].endswith("_norm"):
-    return {"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"}[leaf]
-  return {"weight": "kernel", "bias": "bias"}[leaf]
-
-
-def _convert(path: Sequence[str], leaf: str, array: np.ndarray, num_heads: int) -> np.ndarray:
-  """PyTorch Linear weights [out, in] -> Flax kernels, split per attention head where needed."""
-  if path[-1].endswith("embeddings") or path[-1].endswith("_norm"):
-    return array
-  if path[-1] in ("query", "key", "value"):
-    hidden = array.shape[0]
-    if leaf == "weight":
-      return array.T.reshape(array.shape[1], num_heads, hidden // num_heads)
-    return array.reshape(num_heads, hidden // num_heads)
-  if path[-1] == "out" and leaf == "weight":
-    hidden = array.shape[0]
-    return array.T.reshape(num_heads, hidden // num_heads, hidden)
-  return array.T.copy() if leaf == "weight" else array
+  return params, head_list, arch
 
 
 def logits_to_labels(logits: Sequence[np.ndarray]) -> np.ndarray:
@@ -150,7 +126,7 @@ class CheXbertLabeler:
   params: dict
   heads: list[tuple[np.ndarray, np.ndarray]]
   tokenizer: Any
-  num_heads: int = 12
+  architecture: dict[str, int]
   batch_size: int = 16
 
   @classmethod
@@ -167,24 +143,17 @@ class CheXbertLabeler:
     from transformers import BertTokenizerFast  # pylint: disable=g-import-not-at-top
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("model_state_dict", state)
-    params, heads = convert_state_dict(state, num_heads=num_heads)
+    params, heads, arch = convert_state_dict(state, num_heads=num_heads, source=checkpoint)
     if len(heads) != len(CHEXBERT_CONDITIONS):
       raise UserError(f"{checkpoint} has {len(heads)} linear heads; a CheXbert checkpoint has "
                       f"{len(CHEXBERT_CONDITIONS)}")
     vocab_file = os.path.join(vocab, "vocab.txt") if os.path.isdir(vocab) else vocab
     tokenizer = BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True)
-    return cls(params=params, heads=heads, tokenizer=tokenizer, num_heads=num_heads)
+    return cls(params=params, heads=heads, tokenizer=tokenizer, architecture=arch)
 
   def _model(self):
     from clipmed.models.bert import BertEncoder  # pylint: disable=g-import-not-at-top
-    emb = self.params["word_embeddings"]["embedding"]
-    layers = sum(1 for k in self.params if k.startswith("layer"))
-    return BertEncoder(
-        vocab_size=emb.shape[0], hidden_size=emb.shape[1], num_layers=layers,
-        num_heads=self.num_heads,
-        intermediate_size=self.params["layer0"]["intermediate"]["kernel"].shape[1],
-        max_position_embeddings=self.params["position_embeddings"]["embedding"].shape[0],
-        type_vocab_size=self.params["token_type_embeddings"]["embedding"].shape[0], dropout=0.0)
+    return BertEncoder(**self.architecture, dropout=0.0)
 
   def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
     """Head logits for token ids [B, L] and mask [B, L]: 14 arrays [B, C]."""

@@ -14,8 +14,8 @@ Normal report: the hard negative is a report of the training set with exactly on
 
 from collections.abc import Mapping, Sequence
 import dataclasses
-import functools
 import json
+import types
 import math
 import os
 
@@ -55,11 +55,6 @@ class HardNegative:
   omitted_labels: np.ndarray
 
 
-@functools.cache
-def _default_statements() -> dict[str, tuple[str, ...]]:
-  return load_statements(STATEMENTS_PATH)
-
-
 def load_statements(path: str) -> dict[str, tuple[str, ...]]:
   """Reads negative statements: a JSON object, CheXpert category -> list of sentences."""
   try:
@@ -76,6 +71,10 @@ def load_statements(path: str) -> dict[str, tuple[str, ...]]:
       raise ValueError(f"{path}: {name!r} must map to a non-empty list of sentences")
     out[name] = tuple(phrases)
   return out
+
+
+# The shipped statements, read once (read-only).
+DEFAULT_STATEMENTS = types.MappingProxyType(load_statements(STATEMENTS_PATH))
 
 
 def is_abnormal(labels: np.ndarray) -> bool:
@@ -145,7 +144,7 @@ def make_hard_negative(report: str | Sequence[str], rng: np.random.Generator, *,
   Returns:
     A HardNegative, or None when the report is normal or no entity can be changed cleanly.
   """
-  statements = _default_statements() if statements is None else statements
+  statements = DEFAULT_STATEMENTS if statements is None else statements
   sentences = list(report) if cleaned else clean.clean_sentences(report)
   mentioned = [{m.category for m in labeler.sentence_mentions(s)} for s in sentences]
   labels = labeler.label_sentences(sentences)

@@ -23,6 +23,8 @@ from clipmed.report import sentences as sentences_lib
 
 # Priority of statuses when one category is mentioned several times.
 _RANK = {chexpert.POSITIVE: 3, chexpert.UNCERTAIN: 2, chexpert.NEGATIVE: 1}
+# Support devices are not offered as diagnostic alternatives; every finding category is.
+_ALTERNATIVES_APPLY = tuple(i != chexpert.SUPPORT_DEVICES for i in range(chexpert.NUM_CATEGORIES))
 # Two findings offered as alternatives ("atelectasis or infiltrate", "scar versus effusion").
 _ALTERNATIVE_RE = re.compile(r"^\s*,?\s*(?:or|versus|vs\.?|and/or|/)\s*(?:[a-z-]+\s+){0,3}?$")
 _XXXX_RE = re.compile(r"\bx{3,}\b")
@@ -69,13 +71,10 @@ def sentence_mentions(sentence: str) -> list[Mention]:
   for a, b in zip(found, found[1:]):
     if b.start >= a.end and _ALTERNATIVE_RE.match(text[a.end:b.start]):
       for i in (found.index(a), found.index(b)):
-        if found[i].status == chexpert.POSITIVE and _RULE_READS_CUES[found[i].category]:
+        if found[i].status == chexpert.POSITIVE and _ALTERNATIVES_APPLY[found[i].category]:
           found[i] = dataclasses.replace(found[i], status=chexpert.UNCERTAIN)
   return found
 
-
-# Support devices are not offered as diagnostic alternatives; every finding category is.
-_RULE_READS_CUES = [i != chexpert.SUPPORT_DEVICES for i in range(chexpert.NUM_CATEGORIES)]
 
 
 def aggregate(found: Iterable[Mention]) -> np.ndarray:
@@ -98,8 +97,11 @@ def label_sentences(sentence_list: Sequence[str]) -> np.ndarray:
   """Labels a report given as sentences (no section extraction).
 
   Returns:
-    [14] float32, labeler convention, No Finding rule applied.
+    [14] float32, labeler convention, No Finding rule applied; all NaN without any sentence
+    (nothing was reported, so not even No Finding).
   """
+  if not sentence_list:
+    return np.full((chexpert.NUM_CATEGORIES,), np.nan, dtype=np.float32)
   found = []
   for sentence in sentence_list:
     found.extend(sentence_mentions(sentence))
@@ -115,7 +117,7 @@ def label_report(text: str) -> np.ndarray:
   """Labels one free-text report (FINDINGS + IMPRESSION when the report has headers).
 
   Args:
-    text: report text. Empty text gives all categories not mentioned except No Finding.
+    text: report text. Text without any sentence gives all categories not mentioned.
 
   Returns:
     [14] float32: 1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned.

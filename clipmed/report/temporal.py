@@ -39,7 +39,9 @@ _REWRITES: tuple[tuple[re.Pattern, str], ...] = tuple(
         (r"^\s*comparisons?\s*:?\s*(?:(?:xxxx|none|\d[\d/.-]*|and|,)\s*)+[.,:]?\s*", ""),
         # "Compared to the prior study, ..." / "Since the prior exam, ..."
         (r"^\s*(?:when\s+|as\s+)?(?:compared|comparison|in\s+comparison)\s+(?:to|with)\s+"
-         r"[^,;]*?(?:,|;|$)\s*", ""),
+         r"[^,;]{0,80}[,;]\s*", ""),
+        (r"^\s*(?:when\s+|as\s+)?(?:compared|comparison|in\s+comparison)\s+(?:to|with)\s+"
+         + _PRIOR + r"\s*", ""),
         (r"^\s*(?:since|from|relative\s+to|versus|vs\.?)\s+" + _PRIOR + r"[^,;]*?(?:,|;)\s*", ""),
         # "There is no (significant) change in the X" -> "There is X".
         (r"\b(there\s+(?:is|has\s+been)\s+)no\s+(?:(?:significant|interval|appreciable|"
@@ -88,7 +90,10 @@ _REWRITES: tuple[tuple[re.Pattern, str], ...] = tuple(
          r"appears?|looks?|seems?)\s+(?:also\s+)?(?:" + _DEGREE + r"\s+)?(?:stable|unchanged|"
          r"similar|not\s+(?:significantly\s+)?changed|persistent|new|again\s+(?:seen|noted)|"
          r"(?:increased|decreased|improved|worsened)(?=\s*(?:in\s+size)?\s*$))(?:\s+in\s+"
-         r"(?:size|appearance|extent|position|configuration))?\s*(?:(and|but)\s+(?=\w))?",
+         r"(?:size|appearance|extent|position|configuration))?"
+         # a predicate ends here: "there is new opacity" is no predicate
+         r"(?!\s+(?!(?:and|but|in|from|since|compared|when|to|with|on|as|than)\b)[a-z])"
+         r"\s*(?:(and|but)\s+(?=\w))?",
          " " + _CUT + " "),
         (r"\b(?:stable|unchanged)\s+(?:and|but)\s+", ""),
         (r"\s+and\s+(?:stable|unchanged)\b", ""),

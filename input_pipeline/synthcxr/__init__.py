@@ -7,6 +7,15 @@
 The keyword arguments are those of config.data.synth (image_size, num_train, num_validation,
 num_test, seed, vocab_size); the same values must be passed to every function to find the same
 dataset. TensorFlow is needed to build, not to read.
+
+How it is made (findings.py -> reports.py -> render.py): each example samples a `Study` (view,
+findings with side/zone/severity/certainty, devices), writes the report and its CheXpert labels from
+the same Study, then draws it; the builder adds the report processing of the whole split
+(processing.py: report_clean, graph, one hard negative per study). Labels are the generator's
+ground truth and are exactly what the text asserts; uncertain findings ("possible ...", label -1)
+are drawn at the mildest severity of their kind; a negated finding is never drawn. Sides are the
+patient's (image left = patient right).
+Example i of a split is record i, generated from np.random.default_rng([seed, split_id, i]).
 """
 
 import json
@@ -43,7 +52,8 @@ def data_source(data_dir: str, split: str, **synth):
   """Random-access source of a prepared split ("train", "validation", "test").
 
   Works with `grain.MapDataset.source(...)`. Examples are dicts of numpy values: image uint8
-  [S, S, 1], labels float32 [14], and report / findings / impression / study_id / view as bytes.
+  [S, S, 1], labels and neg_labels float32 [14], and report / findings / impression / study_id /
+  view / report_clean / graph / neg_report / neg_graph / neg_entity / neg_source as bytes.
 
   Raises:
     FileNotFoundError: the dataset was not prepared (call `prepare` first).
@@ -77,6 +87,10 @@ def _check_writable(path: str) -> None:
         "directory, e.g. --config=configs/demo.py:data_dir=/tmp/tfds")
 
 
+def _as_str(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def _say(message: str) -> None:
   logging.info(message)
   print(message, flush=True)
@@ -103,7 +117,8 @@ def prepare(data_dir: str, *, image_size: int = 128, num_train: int = 6000,
     image_size: image side in pixels (128 default; 224 and 512 work too).
     num_train, num_validation, num_test: split sizes.
     seed: generation seed.
-    vocab_size: WordPiece vocabulary size (trained on the train split's reports).
+    vocab_size: WordPiece vocabulary size (trained on the train split's reports and their hard
+      negatives).
 
   Returns:
     The builder's data directory (<data_dir>/synth_cxr/<config>/<version>); the tokenizer is in
@@ -128,8 +143,9 @@ def prepare(data_dir: str, *, image_size: int = 128, num_train: int = 6000,
 
     source = b.as_data_source(split="train",
                               decoders={"image": tfds.decode.SkipDecoding()})
-    reports = (source[i]["report"] for i in range(len(source)))
-    texts = (r.decode("utf-8") if isinstance(r, bytes) else str(r) for r in reports)
+    # The reports and their hard negatives: the negative statements bring a few words of their own.
+    texts = (_as_str(source[i][key]) for i in range(len(source))
+             for key in ("report", "neg_report"))
     tokenizer_lib.train_wordpiece(texts, out_dir, vocab_size)
     with open(os.path.join(out_dir, _TOKENIZER_META), "w", encoding="utf-8") as fh:
       json.dump({"vocab_size": vocab_size, "dataset": name}, fh)

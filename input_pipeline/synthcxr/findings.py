@@ -134,7 +134,7 @@ def _choice(rng: np.random.Generator, options, p=None):
   return options[int(rng.choice(len(options), p=p))]
 
 
-def _sample_finding(rng: np.random.Generator, kind: str, view: str) -> Finding:
+def sample_finding(rng: np.random.Generator, kind: str) -> Finding:
   """Samples location, severity, certainty and wording-time of one finding."""
   certain = bool(rng.random() >= UNCERTAIN_PROB[kind])
   severities = SEVERITIES[kind]
@@ -174,7 +174,6 @@ def _sample_finding(rng: np.random.Generator, kind: str, view: str) -> Finding:
                                                                   "edema", "opacity",
                                                                   "consolidation"):
       temporal = "unchanged"
-  del view
   return Finding(kind=kind, certain=certain, side=side, zone=zone, severity=severity, rib=rib,
                  temporal=temporal, size_cm=size_cm)
 
@@ -203,7 +202,7 @@ def sample_study(rng: np.random.Generator) -> Study:
       if kind == "mass" and "nodule" in picked:
         continue
       picked.append(kind)
-    findings = tuple(_sample_finding(rng, k, view) for k in picked)
+    findings = tuple(sample_finding(rng, k) for k in picked)
   resolved: tuple[str, ...] = ()
   present = {f.kind for f in findings}
   if rng.random() < 0.05:

@@ -60,9 +60,10 @@ def effusion(c: scene.Canvas, f: Finding, rng: np.random.Generator) -> None:
   for s in _sides(c, f.side):
     cp = a.cp_v[s.index]
     top = cp - frac * (cp - a.apex_v)
-    meniscus = rng.uniform(0.12, 0.18)
-    level = top + meniscus * (1.0 - s.x * (1.0 / a.thorax_w)) ** 2
-    fluid = ramp(s.v - level, 0.035) * ramp(s.d_lat + 0.03, 0.02) * ramp(s.d_med + 0.02, 0.02)
+    # Meniscus: the fluid surface is flat medially and climbs the lateral chest wall.
+    climb = rng.uniform(0.1, 0.16) * (0.6 + frac)
+    level = top - climb * np.exp((s.x - a.thorax_w) * (1.0 / 0.12))
+    fluid = ramp(s.v - level, 0.04) * ramp(s.d_lat + 0.03, 0.02) * ramp(s.d_med + 0.02, 0.02)
     c.add_opacity(s.win, 0.97 * fluid)
 
 

@@ -114,13 +114,17 @@ class Renderer:
     Returns:
       uint8 [S, S] (and the canvas if requested).
     """
-    noise_rng, device_rng, *finding_rngs = rng.spawn(2 + len(findings_lib.KIND_CATEGORY))
+    # Child generators keyed by purpose (noise, devices, finding kind): adding a finding leaves
+    # the noise and the other findings unchanged.
+    base = int(rng.integers(1 << 62))
     kinds = list(findings_lib.KIND_CATEGORY)
+    finding_rngs = {f.kind: np.random.default_rng([base, 2 + kinds.index(f.kind)])
+                    for f in study.findings}
     frame = draw.Frame.create(self._grid_u, self._grid_v, rot=anat.rot, du=anat.du, dv=anat.dv,
                               scale=anat.scale)
     ctr, med_w, fracture = anat.ctr, anat.med_w, None
     for f in study.findings:
-      frng = finding_rngs[kinds.index(f.kind)]
+      frng = finding_rngs[f.kind]
       level = f.severity if f.certain else "uncertain"
       if f.kind == "cardiomegaly":
         ctr = float(frng.uniform(*pathology.CTR_RANGE[level]))
@@ -131,9 +135,9 @@ class Renderer:
             sign=scene.SIGNS[scene.SIDES.index(f.side)], rib=f.rib,
             x=float(frng.uniform(0.36, 0.5)),
             step=0.0 if not f.certain or f.severity == "healing" else float(
-                frng.uniform(0.035, 0.05)),
-            gap=0.0 if f.severity == "healing" else 0.03,
-            callus=0.12 if f.severity == "healing" else 0.0)
+                frng.uniform(0.05, 0.07)),
+            gap=0.0 if f.severity == "healing" else 0.04,
+            callus=0.16 if f.severity == "healing" else 0.0)
     c = scene.Canvas.create(frame, anat, ctr=ctr, med_w=med_w)
     scene.draw_soft_tissue(c)
     scene.draw_bones(c, fracture)
@@ -142,8 +146,9 @@ class Renderer:
     oy, ox = oy % size, ox % size
     texture = self._textures[anat.texture_idx][oy:oy + size, ox:ox + size]
     for f in study.findings:
-      pathology.draw_finding(c, f, finding_rngs[kinds.index(f.kind)], texture)
-    devices_lib.draw_devices(c, study.devices, device_rng, ett_cm=ett_cm)
+      pathology.draw_finding(c, f, finding_rngs[f.kind], texture)
+    if study.devices:
+      devices_lib.draw_devices(c, study.devices, np.random.default_rng([base, 1]), ett_cm=ett_cm)
     # Vessels follow the patient's shift (rotation and scale are small enough to ignore).
     m = self._margin
     sr = int(np.clip(round(anat.dv * size / 2), -m, m))
@@ -155,6 +160,7 @@ class Renderer:
     density += VESSEL * vessels * air * (1.0 - c.lucent)
     image = 1.0 - np.exp(-anat.gain * density)
     image *= 1.0 + anat.grad_u * self._grid_u + anat.grad_v * self._grid_v
-    image += anat.noise * noise_rng.standard_normal(image.shape, dtype=np.float32)
+    noise = np.random.default_rng([base, 0]).standard_normal(image.shape, dtype=np.float32)
+    image += anat.noise * noise
     out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return (out, c) if return_canvas else out

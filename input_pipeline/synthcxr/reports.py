@@ -3,8 +3,8 @@
 Every sentence is built together with the labels it asserts, so the labels are exactly what the
 text says: a positive mention -> 1.0, an explicit negation ("No pneumothorax.", "Heart size is
 normal.", "... has resolved.") -> 0.0, uncertain wording ("possible", "may represent", "cannot
-exclude", "concerning for", "questionable") -> -1.0, never mentioned -> NaN. Mentions of one category
-are merged the CheXpert way (positive over uncertain over negative) and No Finding follows
+exclude", "concerning for", "questionable") -> -1.0, never mentioned -> NaN. Mentions of one
+category are merged the CheXpert way (positive over uncertain over negative) and No Finding follows
 `clipmed.report.chexpert.apply_no_finding_rule`.
 
 Wording rules the templates keep (tests rely on them): a negation cue precedes the words it negates
@@ -112,7 +112,8 @@ def _noun_phrase(f: Finding, rng: np.random.Generator) -> tuple[str, bool]:
     return _pick(rng, (f"{sev} {side} pneumothorax",
                        f"{sev} {side} pneumothorax with a visible pleural line")), False
   if f.kind == "cardiomegaly":
-    return _pick(rng, (f"{sev} cardiomegaly", f"{sev} enlargement of the cardiac silhouette")), False
+    return _pick(rng, (f"{sev} cardiomegaly",
+                       f"{sev} enlargement of the cardiac silhouette")), False
   if f.kind == "mediastinum":
     return _pick(rng, (f"{sev} widening of the mediastinum", f"{sev} mediastinal widening")), False
   if f.kind in ("nodule", "mass"):
@@ -154,21 +155,22 @@ def _finding_sentence(f: Finding, rng: np.random.Generator) -> Sentence:
   phrase, plural = _noun_phrase(f, rng)
   be = "are" if plural else "is"
   if not f.certain:
-    options = [f"possible {phrase}.", f"{phrase} cannot be excluded.", f"cannot exclude {phrase}.",
-               f"questionable {phrase}."]
+    options = [f"possible {phrase}.", f"cannot exclude {phrase}.", f"questionable {phrase}."]
+    if len(phrase.split()) <= 5:  # a trailing cue is only read reliably after a short phrase
+      options.append(f"{phrase} cannot be excluded.")
     if f.kind == "effusion" and f.side != "bilateral":
       options.append(f"blunting of the {f.side} costophrenic angle may represent a small "
                      "pleural effusion.")
-    if f.kind == "edema":
-      options.append(f"perihilar haziness may represent {phrase}.")
     return Sentence(_cap(_pick(rng, options)), {cat: chexpert.UNCERTAIN})
   options = {
       "": [f"{phrase}.", f"{phrase} {be} noted.", f"{phrase} {be} seen."],
       "new": [f"new {phrase}.", f"{phrase}, new since the prior study."],
       "unchanged": [f"{phrase}, unchanged from prior.", f"unchanged {phrase}.", f"stable {phrase}.",
                     f"{phrase} {be} unchanged compared to the prior study."],
-      "increased": [f"interval increase in {phrase}.", f"{phrase}, increased since the prior study."],
-      "decreased": [f"interval decrease in {phrase}.", f"{phrase}, decreased since the prior study."],
+      "increased": [f"interval increase in {phrase}.",
+                    f"{phrase}, increased since the prior study."],
+      "decreased": [f"interval decrease in {phrase}.",
+                    f"{phrase}, decreased since the prior study."],
   }[f.temporal]
   return Sentence(_cap(_pick(rng, options)), {cat: chexpert.POSITIVE})
 
@@ -284,7 +286,7 @@ def _resolved_sentence(kind: str, rng: np.random.Generator) -> Sentence:
   name = {"pneumothorax": f"{side} pneumothorax", "effusion": f"{side} pleural effusion",
           "consolidation": f"{side} lower lobe consolidation"}[kind]
   text = _pick(rng, (f"Previously seen {name} has resolved.",
-                     f"Interval resolution of the previously seen {name}."))
+                     f"The previously seen {name} has resolved."))
   return Sentence(text, {cat: chexpert.NEGATIVE})
 
 

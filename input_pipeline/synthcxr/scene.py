@@ -5,7 +5,7 @@ Layers (float32 [S, S], normalised density units; intensity = 1 - exp(-gain * de
   lung:   aerated lung fraction 0..1 (lung fields minus what heart and mediastinum hide).
   opac:   fraction of that air replaced by fluid/tissue (opacities, effusions), 0..1.
   lucent: pneumothorax spaces (extra air, no vessels), 0..1.
-  bone:   ribs, clavicles, spine, scapulae, humeral heads; pleural lines.
+  bone:   ribs, clavicles, spine, scapular borders; pleural lines.
   device: radio-opaque devices (very bright).
 """
 
@@ -147,14 +147,14 @@ def draw_soft_tissue(c: Canvas) -> None:
   f.ellipse(heart, hu, hv, ha, hb, 1.0, tilt=tilt)
   # Superior mediastinum down to the heart: narrow at the thoracic inlet; a widened mediastinum
   # bulges on both sides around the aortic arch level. Aortic knob on the left.
-  win = f.window(-0.5, 0.5, -1.3, hv + 0.1)
-  mu, mv = u[win], v[win]
+  mwin = f.window(-0.5, 0.5, -1.3, hv + 0.1)
+  mu, mv = u[mwin], v[mwin]
   half = a.med_w * (0.8 + 0.4 * np.clip((mv - a.apex_v) * (1.0 / (hv - a.apex_v)), 0.0, 1.0))
   bulge = c.med_w - a.med_w
   if bulge > 0:
     half = half + bulge * np.exp(-((mv - a.carina_v + 0.02) * (1.0 / 0.22)) ** 2)
   med = np.zeros_like(c.soft)
-  med[win] = ramp(half - np.abs(mu + 0.01), f.px) * ramp(hv + 0.05 - mv, 0.05)
+  med[mwin] = ramp(half - np.abs(mu + 0.01), f.px) * ramp(hv + 0.05 - mv, 0.05)
   np.maximum(med, heart, out=med)
   knob_r = a.knob_r * (1.0 + 2.0 * max(bulge, 0.0))
   f.ellipse(med, a.med_w * 0.5 + bulge * 0.8 + knob_r * 0.6, a.carina_v - 0.09, knob_r,
@@ -179,7 +179,8 @@ def draw_soft_tissue(c: Canvas) -> None:
          smooth=1)
   f.line(airway, [(-0.01, cv - 0.05), (0.06, cv + 0.04), (0.15, cv + 0.11)], 0.035, 1.0,
          smooth=1)
-  f.line(airway, [(-0.01, -1.2), (-0.01, cv - 0.04)], 0.06, 1.0, smooth=0)
+  airway[mwin] = np.maximum(airway[mwin], ramp(0.03 - np.abs(mu + 0.01), f.px) *
+                            ramp(cv - 0.04 - mv, f.px))  # trachea
   c.soft -= 0.12 * airway * med
   for side in c.sides:
     c.lung[side.win] = np.maximum(c.lung[side.win], side.mask)
@@ -204,7 +205,7 @@ class RibFracture:
 
 
 def draw_bones(c: Canvas, fracture: RibFracture | None = None) -> None:
-  """Spine, ribs (optionally one fractured), clavicles, scapulae and humeral heads into c.bone."""
+  """Spine, ribs (optionally one fractured), clavicles and scapular borders into c.bone."""
   a, f = c.anat, c.frame
   # Spine: vertebral bodies with darker disc spaces.
   win = f.window(-0.12, 0.12, -1.3, 1.3)
@@ -244,16 +245,21 @@ def draw_bones(c: Canvas, fracture: RibFracture | None = None) -> None:
   if fracture is not None and fracture.callus > 0:
     at = (broken > 0.9) & (np.abs(x - fracture.x) < 0.03)
     cv = float(np.mean(f.v[win][at])) if at.any() else 0.0
-    f.ellipse(c.bone, fracture.sign * fracture.x, cv, 0.04, 0.026, fracture.callus, soft=0.01,
+    f.ellipse(c.bone, fracture.sign * fracture.x, cv, 0.05, 0.032, fracture.callus, soft=0.01,
               combine="add")
   # Clavicles (higher and flatter on AP films) and the medial borders of the scapulae (over the
-  # lungs on AP films, rotated out of them on PA films).
+  # lungs on AP films, rotated out of them on PA films); both sides at once through |u|.
   ap = a.view == "AP"
-  for sign in (-1.0, 1.0):
-    cv = a.apex_v + (-0.04 if ap else 0.06)
-    pts = [(sign * 0.06, cv), (sign * 0.25, cv - 0.02), (sign * 0.45, cv - 0.06),
-           (sign * 0.64, cv - (0.08 if ap else 0.14))]
-    f.line(c.bone, pts, 0.045, 0.15)
-    border = 0.55 if ap else w + 0.04
-    scap = [(sign * (border - 0.02), a.apex_v - 0.02), (sign * (border + 0.1), -0.05)]
-    f.line(c.bone, scap, 0.015, 0.06, smooth=0)
+  cv = a.apex_v + (-0.04 if ap else 0.06)
+  droop = 0.08 if ap else 0.14  # how much higher the lateral end lies
+  win = f.window(-0.7, 0.7, cv - droop - 0.06, cv + 0.05)
+  x = np.abs(f.u[win])
+  centre = cv - droop * ((x - 0.06) * (1.0 / 0.58)) ** 2
+  clav = ramp(0.0225 - np.abs(f.v[win] - centre), f.px) * ramp(x - 0.06, f.px)
+  clav *= ramp(0.66 - x, 0.03)
+  c.bone[win] += 0.15 * clav
+  border = 0.55 if ap else w + 0.04
+  win = f.window(-border - 0.15, border + 0.15, a.apex_v - 0.04, -0.03)
+  x = np.abs(f.u[win])
+  line_x = border - 0.02 + 0.12 * (f.v[win] - a.apex_v) * (1.0 / (-0.05 - a.apex_v))
+  c.bone[win] += 0.06 * ramp(0.0075 - np.abs(x - line_x), f.px)

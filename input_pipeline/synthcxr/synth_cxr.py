@@ -3,6 +3,10 @@
 Nothing is downloaded; examples are generated from (seed, split, index). Each combination of
 image size, split sizes and seed is its own builder config (e.g. "s128_n6000_seed0"), so they cache
 separately under <data_dir>/synth_cxr/<config>/<version>.
+
+A split is built in three passes: write all its reports (cheap), process them together
+(processing.py: cleaned report, report graphs, one hard negative per study; pool negatives need
+the whole split), then render and yield the examples in order.
 """
 
 import dataclasses
@@ -15,10 +19,11 @@ import tensorflow_datasets as tfds
 
 from clipmed.report import chexpert
 from input_pipeline.synthcxr import generate
+from input_pipeline.synthcxr import processing
 from input_pipeline.synthcxr import render as render_lib
 
-# Bump when rendering or report wording changes, so stale caches are not reused.
-VERSION = tfds.core.Version("1.0.0")
+# Bump when rendering, report wording or report processing changes, so stale caches are not reused.
+VERSION = tfds.core.Version("1.2.0")
 
 
 class _ClassProperty:
@@ -49,7 +54,19 @@ class SynthCxrConfig(tfds.core.BuilderConfig):
 def make_config(image_size: int = 128, num_train: int = 6000, num_validation: int = 500,
                 num_test: int = 1000, seed: int = 0) -> SynthCxrConfig:
   """A SynthCxrConfig named after its settings (validation/test sizes also enter the name when
-  they differ from the defaults, so every distinct dataset caches separately)."""
+  they differ from the defaults, so every distinct dataset caches separately).
+
+  The default settings return the builder's registered default config object (TFDS refuses a
+  second config object with a registered name).
+  """
+  config = _new_config(image_size, num_train, num_validation, num_test, seed)
+  if config.name == DEFAULT_CONFIG.name:
+    return DEFAULT_CONFIG
+  return config
+
+
+def _new_config(image_size: int, num_train: int, num_validation: int, num_test: int,
+                seed: int) -> SynthCxrConfig:
   for key, value in dict(image_size=image_size, num_train=num_train,
                          num_validation=num_validation, num_test=num_test).items():
     if int(value) < (32 if key == "image_size" else 0):
@@ -65,12 +82,21 @@ def make_config(image_size: int = 128, num_train: int = 6000, num_validation: in
       num_test=int(num_test), seed=int(seed))
 
 
+DEFAULT_CONFIG = _new_config(128, 6000, 500, 1000, 0)
+
+
 class SynthCxr(tfds.core.GeneratorBasedBuilder):
   """Procedural chest X-rays with free-text reports and CheXpert-14 labels."""
 
   VERSION = VERSION
-  BUILDER_CONFIGS = [make_config()]
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [DEFAULT_CONFIG]
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Meniscus effusions, curved pneumothorax line, stronger devices and fractures, "
+               "report wording agreed with clipmed.report.labeler.",
+      "1.2.0": "Report processing per study: report_clean, graph, neg_report, neg_labels, "
+               "neg_graph, neg_entity, neg_source (clipmed.report.pipeline).",
+  }
   # TFDS 4.9.x finds a builder's source through `importlib_resources` (a backport it only declares
   # for Python < 3.9) and fails without it; this builder's code path is simply this file.
   code_path = _ClassProperty(lambda cls: epath.Path(__file__))
@@ -91,6 +117,15 @@ class SynthCxr(tfds.core.GeneratorBasedBuilder):
             "labels": tfds.features.Tensor(shape=(chexpert.NUM_CATEGORIES,), dtype=np.float32),
             "study_id": tfds.features.Text(),
             "view": tfds.features.Text(),
+            # Report processing (processing.py; meanings in clipmed.report.pipeline.FIELDS).
+            "report_clean": tfds.features.Text(),
+            "graph": tfds.features.Text(),  # JSON {"nodes": [[text, type]], "edges": [...]}
+            "neg_report": tfds.features.Text(),
+            "neg_labels": tfds.features.Tensor(shape=(chexpert.NUM_CATEGORIES,),
+                                               dtype=np.float32),
+            "neg_graph": tfds.features.Text(),
+            "neg_entity": tfds.features.Text(),
+            "neg_source": tfds.features.Text(),  # "negated", "pool" or "none"
         }),
         supervised_keys=None,
         # Keep generation order: record i of a split is example i (shuffling is the pipeline's
@@ -107,15 +142,25 @@ class SynthCxr(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str, num: int):
     cfg = self.builder_config
+    name = f"synth_cxr/{cfg.name}"
+    texts = [generate.generate_report(cfg.seed, split, index) for index in range(num)]
+    records = processing.process_split(texts, seed=cfg.seed, split=split, say=_say, name=name)
     renderer = render_lib.Renderer(cfg.image_size)
     every = max(1, num // 10)
     start = time.perf_counter()
-    for index in range(num):
-      yield f"{index:09d}", generate.generate_example(renderer, cfg.seed, split, index)
+    for index, record in enumerate(records):
+      example = generate.generate_example(renderer, cfg.seed, split, index)
+      if example["report"] != texts[index]:  # generation must not depend on what ran before
+        raise RuntimeError(f"{name} {split}: example {index} wrote a different report on its "
+                           "second generation; SynthCXR generation is not deterministic.")
+      example.update({key: record[key] for key in processing.STORED_FIELDS})
+      yield f"{index:09d}", example
       done = index + 1
       if done % every == 0 or done == num:
         rate = done / max(time.perf_counter() - start, 1e-9)
-        message = (f"synth_cxr/{cfg.name} {split}: {done}/{num} examples "
-                   f"({100 * done // num}%, {rate:.0f}/s)")
-        logging.info(message)
-        print(message, flush=True)
+        _say(f"{name} {split}: {done}/{num} examples ({100 * done // num}%, {rate:.0f}/s)")
+
+
+def _say(message: str) -> None:
+  logging.info(message)
+  print(message, flush=True)

@@ -1,0 +1,37 @@
+"""Evaluate a checkpoint: python -m clipmed.evaluate --config=configs/demo.py --workdir=DIR [--step=N]
+
+Runs every task of config.evals on the checkpoint at --step (the latest complete one by default) and
+writes DIR/results.json, DIR/results.md and TensorBoard scalars, exactly as the end of training does.
+Use the same config (and arguments) the checkpoint was trained with.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from clipmed import console
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "The config the checkpoint was trained with (path[:key=value,...]).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds checkpoints/).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the latest.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  console.quiet_library_logs()
+  from clipmed import train  # pylint: disable=g-import-not-at-top
+
+  workdir = os.path.abspath(_WORKDIR.value)
+  with console.user_errors_exit():
+    train.evaluate_checkpoint(_CONFIG.value, workdir, _STEP.value)
+  with open(os.path.join(workdir, "results.md"), encoding="utf-8") as f:
+    print(f.read())
+
+
+if __name__ == "__main__":
+  app.run(main)

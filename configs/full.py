@@ -1,0 +1,63 @@
+"""python -m clipmed.main --config=configs/full.py --workdir=workdirs/full
+
+The paper's full method, CLIP^{N,G}-D_{t+c+g}, at paper scale: Swin-T (ImageNet) at 224 px and
+Bio_ClinicalBERT, global batch 128, dynamic soft labels from text, clinical and graph similarity,
+negation hard negatives and the report-graph encoder.
+
+Pretrained weights are named by hub id and downloaded on first use. On an air-gapped cluster,
+download them elsewhere and point the config at the directories:
+
+    hf download microsoft/swin-tiny-patch4-window7-224 --local-dir /models/swin-t
+    hf download emilyalsentzer/Bio_ClinicalBERT --local-dir /models/bio_clinicalbert
+    python -m clipmed.main --config=configs/full.py --workdir=... \\
+      --config.model.image.init=/models/swin-t \\
+      --config.model.text.init=/models/bio_clinicalbert --config.data.tokenizer=/models/bio_clinicalbert
+
+(a timm `swin_tiny_patch4_window7_224` .safetensors file works for image.init too). Without network
+and without local paths the run stops before compiling and says what to download.
+
+Arguments: `configs/full.py:batch=128,steps=30000,data_dir=PATH`.
+"""
+
+from configs import ablations, common
+
+SWIN_T = "microsoft/swin-tiny-patch4-window7-224"
+BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
+
+
+def get_config(arg: str | None = None):
+  args = common.parse_arg(arg, batch=128, steps=30000, data_dir="data/tfds")
+  config = common.base_config()
+
+  # Data: SynthCXR at 224 px until a real dataset (MIMIC-CXR, CheXpert) is prepared; the image
+  # is replicated to the 3 channels the ImageNet encoder expects and normalised with the ImageNet
+  # statistics averaged over channels (the three channels of a radiograph are equal).
+  config.data.data_dir = args.data_dir
+  config.data.synth.image_size = 224
+  config.data.image_size = 224
+  config.data.channels = 3
+  config.data.mean, config.data.std = 0.449, 0.226
+  config.data.max_text_length = 128
+  config.data.tokenizer = BIO_CLINICAL_BERT
+
+  model = config.model
+  model.embed_dim = 512
+  model.projection = "mlp"
+  model.image.update(dict(patch_size=4, in_channels=3, embed_dim=96, depths=(2, 2, 6, 2),
+                          num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1,
+                          init=SWIN_T))
+  model.text.update(dict(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12,
+                         intermediate_size=3072, max_position_embeddings=512, dropout=0.1,
+                         pooling="cls", init=BIO_CLINICAL_BERT))
+
+  ablations.apply_row(config, "clip_ng_dtcg")
+
+  config.batch_size = args.batch
+  config.num_train_steps = args.steps
+  config.optimizer.update(dict(learning_rate=5e-5, warmup_steps=1000, weight_decay=0.05))
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.eval_batch_size = 256
+  for block in config.evals.values():
+    block.every_steps = 5000
+  return config

@@ -1,0 +1,152 @@
+"""Report processing of a SynthCXR split: cleaned report, report graphs and a hard negative.
+
+    records = process_split(texts, seed=0, split="train")   # every report of the split at once
+
+Runs clipmed.report.pipeline.process_reports over the whole split (pool negatives of normal
+studies are drawn from the split's own single-entity reports; each distinct normal report is
+processed once, see process_reports_cached), then gives a hard negative to the studies it left
+without one (`fill_missing_negatives`), so that every study of a real-sized split has one, as
+METHOD.md asks. The builder stores the fields of STORED_FIELDS next to the generated ones; the
+generator's ground-truth `labels` stay as they are (process_reports' own labels of the cleaned
+report are used here only to pick negatives).
+"""
+
+from collections.abc import Callable, Sequence
+import time
+from typing import Any
+
+import numpy as np
+
+from clipmed.report import chexpert
+from clipmed.report import hard_negatives
+from clipmed.report import pipeline as report_pipeline
+from input_pipeline.synthcxr import generate
+
+# Fields of clipmed.report.pipeline.FIELDS stored per study ("labels" is not: the generator's
+# ground truth is stored instead).
+STORED_FIELDS = ("report_clean", "graph", "neg_report", "neg_labels", "neg_graph", "neg_entity",
+                 "neg_source")
+# Stream id that keeps report-processing draws apart from the example generators' draws.
+_PROCESSING_STREAM = 1
+
+
+def processing_seed(seed: int, split: str) -> int:
+  """The process_reports seed of a split: distinct per (seed, split), stable across runs."""
+  if split not in generate.SPLIT_IDS:
+    raise ValueError(f"unknown SynthCXR split {split!r}; expected one of "
+                     f"{list(generate.SPLIT_IDS)}")
+  entropy = [int(seed), generate.SPLIT_IDS[split], _PROCESSING_STREAM]
+  return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def _present(labels: np.ndarray) -> set[int]:
+  """Finding categories (No Finding / Support Devices aside) that are positive or uncertain."""
+  return {i for i in range(chexpert.NUM_CATEGORIES)
+          if i not in hard_negatives.EXCLUDED_ENTITIES
+          and labels[i] in (chexpert.POSITIVE, chexpert.UNCERTAIN)}
+
+
+def fill_missing_negatives(records: list[dict[str, Any]], rng: np.random.Generator) -> int:
+  """Gives a pool hard negative to every record that has none (in place).
+
+  process_reports leaves neg_source == "none" for studies that are neither normal nor have a
+  positive finding that can be negated cleanly; in SynthCXR these are mostly the studies whose
+  only findings are uncertain ("possible small left pleural effusion"), about 3% of a split.
+  Such a study gets a report of the split with exactly one positive entity, as a normal study
+  does, chosen among those whose entity is not already present (positive or uncertain) in the
+  study, so that the negative asserts a finding the study does not. neg_source is "pool".
+
+  Args:
+    records: process_reports outputs of one split.
+    rng: numpy Generator for the picks.
+
+  Returns:
+    The number of records filled. Records stay "none" only when the split has no usable
+    single-entity report (tiny splits).
+  """
+  missing = [i for i, r in enumerate(records) if r["neg_source"] == "none"]
+  if not missing:
+    return 0
+  labels = np.stack([r["labels"] for r in records])  # [N, 14]
+  pool = np.flatnonzero(hard_negatives.single_entity_mask(labels))
+  pool_entity = {int(j): next(iter(_present(labels[j]))) for j in pool}
+  filled = 0
+  for i in missing:
+    present = _present(labels[i])
+    choices = [j for j in pool_entity if j != i and pool_entity[j] not in present]
+    if not choices:
+      continue
+    j = choices[int(rng.integers(len(choices)))]
+    source = records[j]
+    records[i].update(neg_report=source["report_clean"], neg_labels=source["labels"].copy(),
+                      neg_graph=source["graph"], neg_entity=chexpert.CATEGORIES[pool_entity[j]],
+                      neg_source="pool")
+    filled += 1
+  return filled
+
+
+def process_reports_cached(texts: Sequence[str], *, seed: int,
+                           progress: Callable[[int], None] | None = None
+                           ) -> list[dict[str, Any]]:
+  """clipmed.report.pipeline.process_reports(texts, seed=seed), computed once per distinct normal
+  report.
+
+  SynthCXR repeats its normal reports many times (6000 train reports have about 3750 distinct
+  texts). A normal report's record does not depend on its generator (there is no entity to
+  negate), so duplicates reuse it; abnormal reports draw their hard negative from
+  np.random.default_rng([seed, i]) as process_reports does, and so does the pool step. The result
+  equals process_reports' (tests/test_synthcxr.py checks it).
+  """
+  records, normal_cache = [], {}
+  for i, text in enumerate(texts):
+    cached = normal_cache.get(text)
+    if cached is None:
+      record = report_pipeline.process_report(text, rng=np.random.default_rng([seed, i]))
+      if not hard_negatives.is_abnormal(record["labels"]):
+        normal_cache[text] = record
+    else:
+      record = {**cached, "labels": cached["labels"].copy(),
+                "neg_labels": cached["neg_labels"].copy()}
+    records.append(record)
+    if progress is not None:
+      progress(i + 1)
+  report_pipeline.assign_pool_negatives(records, np.random.default_rng([seed, len(texts)]))
+  return records
+
+
+def process_split(texts: Sequence[str], *, seed: int, split: str,
+                  say: Callable[[str], None] | None = None,
+                  name: str = "synth_cxr") -> list[dict[str, Any]]:
+  """Processes every report of a split: clean text, graphs and one hard negative each.
+
+  Deterministic: report i draws from process_reports' generator for processing_seed(seed, split);
+  the fill step from np.random.default_rng([processing_seed(seed, split), len(texts), 1]).
+
+  Args:
+    texts: the N reports of the split, in record order.
+    seed: the dataset's generation seed.
+    split: "train", "validation" or "test".
+    say: progress printer (about every 10%, then a summary); None is silent.
+    name: dataset name for the messages.
+
+  Returns:
+    N dicts with the keys of clipmed.report.pipeline.FIELDS (of which STORED_FIELDS are stored).
+  """
+  num = len(texts)
+  every = max(1, num // 10)
+  start = time.perf_counter()
+
+  def progress(done: int) -> None:
+    if say is not None and (done % every == 0 or done == num):
+      rate = done / max(time.perf_counter() - start, 1e-9)
+      say(f"{name} {split}: processed {done}/{num} reports ({100 * done // num}%, {rate:.0f}/s)")
+
+  split_seed = processing_seed(seed, split)
+  records = process_reports_cached(list(texts), seed=split_seed, progress=progress)
+  filled = fill_missing_negatives(records, np.random.default_rng([split_seed, num, 1]))
+  if say is not None and num:
+    sources = [r["neg_source"] for r in records]
+    counts = ", ".join(f"{s} {sources.count(s)}" for s in ("negated", "pool", "none"))
+    say(f"{name} {split}: hard negatives {counts} ({filled} abnormal studies without a "
+        f"negatable positive finding got a pool one); {time.perf_counter() - start:.1f}s")
+  return records
