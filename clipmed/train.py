@@ -47,11 +47,18 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict, mesh, data_axes):
   thresholds = {k: float(v) for k, v in loss_config.thresholds.items()}
   weights = {k: float(v) for k, v in loss_config.weights.items()}
 
+  logit_bias = None if loss_config.logit_bias is None else float(loss_config.logit_bias)
+  softclip = loss_config.soft_labels == "softclip"
+  temperature = float(loss_config.softclip_temperature) if softclip else None
+
   def loss_fn(outputs, batch):
     return losses.sharded_clinic_loss(
         outputs["image"], outputs["text"], batch["labels"], outputs["logit_scale"], mesh=mesh,
-        data_axes=data_axes, thresholds=thresholds, weights=weights,
-        mask_own_negative=loss_config.mask_own_negative, loss_type=loss_config.loss_type)
+        data_axes=data_axes, graph=outputs.get("graph"), neg_text=outputs.get("neg_text"),
+        neg_graph=outputs.get("neg_graph"), neg_labels=batch.get("neg_labels"),
+        thresholds=thresholds, weights=weights, mask_own_negative=loss_config.mask_own_negative,
+        loss_type=loss_config.loss_type, logit_bias=logit_bias,
+        soft_labels=loss_config.soft_labels, softclip_temperature=temperature)
   return loss_fn
 
 

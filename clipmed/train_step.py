@@ -28,10 +28,30 @@ class TrainMetrics(clu_metrics.Collection):
   grad_norm: clu_metrics.Average.from_output("grad_norm")
 
 
-def model_inputs(batch: Batch) -> dict[str, jax.Array]:
-  """The arguments of CLIPModel.__call__ taken from a batch."""
-  return dict(images=batch["image"], input_ids=batch["input_ids"],
-              attention_mask=batch["attention_mask"])
+GRAPH_PREFIX = "graph_"
+NEG_GRAPH_PREFIX = "neg_graph_"
+
+
+def _with_prefix(batch: Batch, prefix: str) -> dict[str, jax.Array]:
+  return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+
+
+def model_inputs(batch: Batch) -> dict[str, Any]:
+  """The arguments of CLIPModel.__call__ taken from a batch.
+
+  Hard-negative reports (neg_input_ids, neg_attention_mask) and report graphs (arrays prefixed
+  "graph_" / "neg_graph_", see input_pipeline/graphs.py) are passed when the batch has them.
+  """
+  inputs = dict(images=batch["image"], input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"])
+  if "neg_input_ids" in batch:
+    inputs.update(neg_input_ids=batch["neg_input_ids"],
+                  neg_attention_mask=batch["neg_attention_mask"])
+  for name, prefix in (("graph", GRAPH_PREFIX), ("neg_graph", NEG_GRAPH_PREFIX)):
+    arrays = _with_prefix(batch, prefix)
+    if arrays:
+      inputs[name] = arrays
+  return inputs
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Module,

@@ -78,6 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
                    rotation_degrees=5.0, brightness=0.1, contrast=0.1),
       worker_count=0,  # Grain worker processes; a checkpoint only resumes with the same count
       worker_buffer_size=2,
+      read_threads=2,       # Grain reader threads per process
+      read_buffer_size=4,   # batches prefetched per process
   ))
 
   config.model = ml_collections.ConfigDict(dict(

@@ -5,8 +5,10 @@ Training:  source -> seeded global shuffle, a new permutation every epoch, repea
            batch -> reader threads (+ worker processes when data.worker_count > 0).
 The map runs before the slice on purpose: MapDataset is lazy, so each process still only decodes
 its own rows, but an element's augmentation is seeded by its *global* stream index. The global
-batch at step t is therefore the same set of augmented examples for any process count, and each
-process's rows are the contiguous block a single-host run would give it.
+batch at step t is therefore the same set of augmented examples for any process count (process p
+holds rows p, p + P, ... of it). Batching happens in the MapDataset, so each Grain worker process
+builds whole batches and the stream does not depend on data.worker_count either (the iterator
+*state* does: restore with the worker_count it was saved with).
 
 Evaluation: `iterate_split` walks a split in order without augmentation and pads the last batch to
 full size with a `valid` mask, so eval steps keep one static shape.
