@@ -62,6 +62,14 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict, mesh, data_axes):
   return loss_fn
 
 
+def pipeline_extras(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What the batches must carry beyond image + report: hard negatives, padded report graphs."""
+  graphs = None
+  if config.model.graph.enabled:
+    graphs = {k: int(config.model.graph[k]) for k in ("max_nodes", "max_edges", "max_node_tokens")}
+  return dict(with_negatives=bool(config.loss.hard_negatives), graphs=graphs)
+
+
 @dataclasses.dataclass
 class Setup:
   """What training and evaluation share: mesh, data, model, optimiser, abstract state."""
@@ -95,7 +103,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
   schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
   tx = state_lib.create_optimizer(config.optimizer, schedule)
-  dummy = input_pipeline.dummy_batch(config.data, batch_size=1)
+  dummy = input_pipeline.dummy_batch(config.data, batch_size=1, **pipeline_extras(config))
 
   def init_params(key):
     return model.init({"params": key, "dropout": key},
@@ -144,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_iter = input_pipeline.create_train_iterator(
       config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
-      global_batch_size=config.batch_size, seed=s.data_seed)
+      global_batch_size=config.batch_size, seed=s.data_seed, **pipeline_extras(config))
   ckpt = _checkpointer(config, workdir)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:

@@ -53,6 +53,9 @@ def apply_row(config, row: str, *, thresholds=None, weights=None) -> None:
     loss.thresholds[stream] = thresholds[stream]
     loss.weights[stream] = weights[stream]
   loss.soft_labels = "softclip" if row == "softclip" else "dynamic"
+  # Hard negatives are cleaned reports; train on cleaned reports in every row so that rows differ
+  # only in the loss (and the model cannot tell negatives by format).
+  config.data.text_field = "report_clean"
 
 
 def get_config(arg: str | None = None):

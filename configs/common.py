@@ -72,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
       channels=1,      # 1 for models trained from scratch, 3 for ImageNet-pretrained encoders
       mean=0.5, std=0.25,  # pixel normalisation after scaling to [0, 1]
       max_text_length=96,
+      # Training text: "report" (as written) or "report_clean" (one finding per sentence, no
+      # comparisons with priors). Use report_clean with hard negatives, which are cleaned text:
+      # otherwise the model can tell them apart by format alone.
+      text_field="report",
       tokenizer="",  # "" = the dataset's own WordPiece; else a local path or hub id
       uncertain_as=1.0,  # "U-ones": uncertain mentions count as positive in the clinical vector
       augment=dict(enabled=True, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1),
@@ -96,7 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
                 dropout=0.1, pooling="cls", init=""),
       # Report-graph encoder (a GCN over RadGraph-schema graphs); padded on the host to these
-      # static budgets (SynthCXR graphs: mean 17 nodes, 95th percentile 31).
+      # static budgets (SynthCXR graphs: mean 12 nodes, 99th percentile 27, largest 44 nodes and
+      # 24 edges).
       graph=dict(enabled=False, hidden_size=128, num_layers=2, max_nodes=48, max_edges=32,
                  max_node_tokens=8),
   ))

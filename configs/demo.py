@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
   config.model.image.update(dict(patch_size=8, in_channels=1, embed_dim=64, depths=(2, 2, 2),
                                  num_heads=(2, 4, 8), window_size=4, drop_path_rate=0.0))
   config.model.text.update(dict(hidden_size=128, num_layers=2, num_heads=2,
-                                intermediate_size=256, max_position_embeddings=64,
+                                intermediate_size=256, max_position_embeddings=64, pooling="mean",
                                 dropout=0.0))
 
   config.batch_size = args.batch

@@ -34,7 +34,8 @@ class Dataset:
   def split_metadata(self, split: str) -> dict[str, Any]:
     """reports, labels [N,14] (labeler convention), study_ids and extras of a split (cached)."""
     if split not in self._metadata:
-      meta = dict(pipeline.split_metadata(self.source(split)))
+      meta = dict(pipeline.split_metadata(self.source(split),
+                                          text_field=self.data_config.text_field))
       meta.setdefault("extras", {})
       self._metadata[split] = meta
     return self._metadata[split]

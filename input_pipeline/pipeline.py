@@ -10,6 +10,10 @@ holds rows p, p + P, ... of it). Batching happens in the MapDataset, so each Gra
 builds whole batches and the stream does not depend on data.worker_count either (the iterator
 *state* does: restore with the worker_count it was saved with).
 
+Extra inputs of the method (input_pipeline/extras.py): with_negatives=True adds each study's hard
+negative (neg_input_ids, neg_attention_mask, neg_labels) and graphs=config.model.graph adds the
+padded report graphs (graph_*, and neg_graph_* with negatives), built on the host per example.
+
 Evaluation: `iterate_split` walks a split in order without augmentation and pads the last batch to
 full size with a `valid` mask, so eval steps keep one static shape.
 
@@ -22,12 +26,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import flags
+from absl import logging
 import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from input_pipeline import extras
 from input_pipeline import transforms
 
 # Reader threads and prefetched batches per process when config.data does not set
@@ -100,9 +106,22 @@ def _check_flags_parsed() -> None:
         "config.data.worker_count=0.")
 
 
+def _example_spec(data_config: Any, *, split: str, train: bool, with_negatives: bool,
+                  graphs: Mapping[str, Any] | None) -> transforms.ExampleSpec:
+  spec = transforms.ExampleSpec.from_config(data_config, split=split, train=train,
+                                            with_negatives=with_negatives, graphs=graphs)
+  if spec.with_negatives and spec.text_field != "report_clean":
+    logging.warning(
+        "Hard negatives are cleaned reports (one finding per sentence, no section headers) but "
+        "the training text is config.data.text_field=%r: the model can tell them apart by their "
+        "form alone. Consider config.data.text_field='report_clean'.", spec.text_field)
+  return spec
+
+
 def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
                           global_batch_size: int, seed: int, process_index: int | None = None,
-                          process_count: int | None = None) -> grain.DatasetIterator:
+                          process_count: int | None = None, with_negatives: bool = False,
+                          graphs: Mapping[str, Any] | None = None) -> grain.DatasetIterator:
   """Creates the infinite, checkpointable training iterator of this process.
 
   Args:
@@ -115,11 +134,17 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
     seed: pipeline seed (shuffle order and augmentation).
     process_index: this process's index; defaults to jax.process_index().
     process_count: number of processes; defaults to jax.process_count().
+    with_negatives: add each study's hard-negative report (the source needs the report-processing
+      fields neg_report, neg_labels, neg_source, neg_graph).
+    graphs: None, or the graph budget (max_nodes, max_edges, max_node_tokens; pass
+      config.model.graph) to add the padded report graphs (fields graph, neg_graph).
 
   Returns:
     A grain.DatasetIterator of per-process batches with b = global_batch_size // process_count:
     image float32 [b, H, W, C], input_ids int32 [b, L], attention_mask int32 [b, L],
-    labels float32 [b, 14] (clinical vector, not L2-normalised).
+    labels float32 [b, 14] (clinical vector, not L2-normalised); with_negatives adds
+    neg_input_ids, neg_attention_mask int32 [b, L], neg_labels float32 [b, 14]; graphs adds the
+    graph_* arrays of input_pipeline/graphs.py [b, ...] (and neg_graph_* with negatives).
   """
   index, count = _process_index_and_count(process_index, process_count)
   if global_batch_size < 1 or global_batch_size % count:
@@ -128,7 +153,8 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
   if len(source) == 0:
     raise ValueError(f"the training source (split {split_name(source)!r}) is empty")
   split = split_name(source)
-  spec = transforms.ExampleSpec.from_config(data_config, split=split, train=True)
+  spec = _example_spec(data_config, split=split, train=True, with_negatives=with_negatives,
+                       graphs=graphs)
   transform = transforms.TrainTransform(spec, _text_tokenizer(tokenizer, data_config))
   shuffle_seed, augment_seed = _derive_seeds(seed)
 
@@ -156,8 +182,9 @@ def _pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.nd
   return {**{k: v[fill] for k, v in batch.items()}, "valid": valid}
 
 
-def iterate_split(data_config: Any, *, source: Any, tokenizer: Any,
-                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, batch_size: int,
+                  with_negatives: bool = False,
+                  graphs: Mapping[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Iterates a split once in source order, without augmentation, for evaluation.
 
   Every batch has exactly `batch_size` rows; the last one is padded with copies of its last example
@@ -168,16 +195,19 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any,
     source: random-access source of SynthCXR-feature examples.
     tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
     batch_size: rows per batch (per process: every process sees the whole split).
+    with_negatives, graphs: as for create_train_iterator.
 
   Returns:
     An iterator of dicts: image float32 [B, H, W, C], input_ids int32 [B, L],
-    attention_mask int32 [B, L], labels float32 [B, 14], valid bool [B].
+    attention_mask int32 [B, L], labels float32 [B, 14], valid bool [B], and the hard-negative
+    and graph fields when asked for.
   """
   if batch_size < 1:
     raise ValueError(f"eval batch size must be positive, got {batch_size}")
   if len(source) == 0:
     raise ValueError(f"the evaluation source (split {split_name(source)!r}) is empty")
-  spec = transforms.ExampleSpec.from_config(data_config, split=split_name(source), train=False)
+  spec = _example_spec(data_config, split=split_name(source), train=False,
+                       with_negatives=with_negatives, graphs=graphs)
   transform = transforms.EvalTransform(spec, _text_tokenizer(tokenizer, data_config))
   ds = grain.MapDataset.source(without_image_decoding(source)).map(transform)
   ds = ds.batch(batch_size, drop_remainder=False)
@@ -185,13 +215,21 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any,
   return (_pad_batch(batch, batch_size) for batch in iter_ds)
 
 
-def split_metadata(source: Any) -> dict[str, Any]:
+def split_metadata(source: Any, *, text_field: str = "report") -> dict[str, Any]:
   """Reads the text fields of a split in order, without decoding images.
 
+  Args:
+    source: random-access source of SynthCXR-feature examples.
+    text_field: the report text to return (config.data.text_field: "report" or "report_clean"),
+      so evaluators embed the texts the model was trained on.
+
   Returns:
-    dict(reports=list[str] (full reports), labels=float32 [N, 14] in the labeler convention
-    (NaN = not mentioned), study_ids=list[str]).
+    dict(reports=list[str] (the `text_field` of each study), labels=float32 [N, 14] in the
+    labeler convention (NaN = not mentioned), study_ids=list[str]).
   """
+  if text_field not in transforms.TEXT_FIELDS:
+    raise ValueError(f"config.data.text_field={text_field!r} is not supported; use one of "
+                     f"{transforms.TEXT_FIELDS}")
   raw = without_image_decoding(source)
   split = split_name(source)
   reports, labels, study_ids = [], [], []
@@ -200,7 +238,7 @@ def split_metadata(source: Any) -> dict[str, Any]:
     rows = raw.__getitems__(keys) if hasattr(raw, "__getitems__") else [raw[k] for k in keys]
     for key, row in zip(keys, rows):
       try:
-        reports.append(transforms.as_text(row["report"]))
+        reports.append(transforms.as_text(row[text_field]))
         study_ids.append(transforms.as_text(row["study_id"]))
         labels.append(np.asarray(row["labels"], np.float32).reshape(-1))
       except KeyError as err:
@@ -214,18 +252,30 @@ def split_metadata(source: Any) -> dict[str, Any]:
   return dict(reports=reports, labels=labels_arr, study_ids=study_ids)
 
 
-def dummy_batch(data_config: Any, *, batch_size: int) -> dict[str, np.ndarray]:
+def dummy_batch(data_config: Any, *, batch_size: int, with_negatives: bool = False,
+                graphs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """Zeros with the shapes and dtypes of a train batch (for model init and eval_shape).
+
+  Args:
+    data_config: config.data.
+    batch_size: rows B.
+    with_negatives, graphs: as for create_train_iterator (the same keys are added).
 
   Returns:
     image float32 [B, S, S, C], input_ids int32 [B, L], attention_mask int32 [B, L] (all ones, so
-    attention over it is well defined), labels float32 [B, 14].
+    attention over it is well defined), labels float32 [B, 14]; neg_input_ids,
+    neg_attention_mask [B, L], neg_labels [B, 14] with negatives; graph_* (neg_graph_*) arrays
+    of empty graphs with graphs.
   """
   size, length = int(data_config.image_size), int(data_config.max_text_length)
-  return dict(image=np.zeros((batch_size, size, size, int(data_config.channels)), np.float32),
-              input_ids=np.zeros((batch_size, length), np.int32),
-              attention_mask=np.ones((batch_size, length), np.int32),
-              labels=np.zeros((batch_size, 14), np.float32))
+  batch = dict(image=np.zeros((batch_size, size, size, int(data_config.channels)), np.float32),
+               input_ids=np.zeros((batch_size, length), np.int32),
+               attention_mask=np.ones((batch_size, length), np.int32),
+               labels=np.zeros((batch_size, 14), np.float32))
+  batch.update(extras.dummy_fields(batch_size=batch_size, max_text_length=length,
+                                   with_negatives=with_negatives,
+                                   graphs=extras.GraphBudget.from_config(graphs)))
+  return batch
 
 
 def make_global(batch: Mapping[str, np.ndarray], mesh: Mesh,

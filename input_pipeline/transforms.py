@@ -7,6 +7,10 @@ transformers fast tokenizer, configured once for fixed-length padding and trunca
 
 The example transforms (`TrainTransform`, `EvalTransform`) are plain picklable objects so Grain can
 ship them to worker processes; all randomness comes from the per-element generator Grain passes in.
+
+The training text is config.data.text_field ("report", the original, or "report_clean"). When the
+pipeline asks for them, examples also carry the hard negative and the report graphs
+(input_pipeline/extras.py); these use no randomness, so the other fields do not change.
 """
 
 import dataclasses
@@ -21,6 +25,10 @@ import tokenizers
 from PIL import Image, UnidentifiedImageError
 
 from clipmed.report import chexpert
+from input_pipeline import extras
+
+# Dataset fields a report text may be trained on (config.data.text_field).
+TEXT_FIELDS = ("report", "report_clean")
 
 
 class ImageDecodeError(ValueError):
@@ -235,6 +243,8 @@ class TextTokenizer:
     self._json = backend.to_str()
     self._pad_token = str(tokenizer.pad_token)
     self._backend = self._configure()
+    # Report-graph node texts: the same vocabulary, no special tokens, no padding.
+    self.node_tokenizer = extras.NodeTokenizer(self._json)
 
   def _configure(self) -> tokenizers.Tokenizer:
     backend = tokenizers.Tokenizer.from_str(self._json)
@@ -267,18 +277,29 @@ class ExampleSpec:
   std: float
   uncertain_as: float
   augment: AugmentParams | None   # None: no augmentation (plain resize)
+  text_field: str = "report"      # the field tokenised as the report (TEXT_FIELDS)
+  with_negatives: bool = False    # add neg_input_ids, neg_attention_mask, neg_labels
+  graphs: extras.GraphBudget | None = None  # add graph_* (and neg_graph_*) arrays
 
   @classmethod
-  def from_config(cls, data_config: Any, *, split: str, train: bool) -> "ExampleSpec":
+  def from_config(cls, data_config: Any, *, split: str, train: bool,
+                  with_negatives: bool = False,
+                  graphs: Mapping[str, Any] | None = None) -> "ExampleSpec":
+    """From config.data; `graphs` has max_nodes, max_edges, max_node_tokens (config.model.graph)."""
     augment = None
     if train and data_config.augment.enabled:
       augment = AugmentParams.from_config(data_config.augment)
     if data_config.std <= 0:
       raise ValueError(f"config.data.std must be > 0, got {data_config.std}")
+    text_field = str(data_config.get("text_field", "report"))
+    if text_field not in TEXT_FIELDS:
+      raise ValueError(f"config.data.text_field={text_field!r} is not supported; use one of "
+                       f"{TEXT_FIELDS}")
     return cls(split=split, image_size=int(data_config.image_size),
                channels=int(data_config.channels), mean=float(data_config.mean),
                std=float(data_config.std), uncertain_as=float(data_config.uncertain_as),
-               augment=augment)
+               augment=augment, text_field=text_field, with_negatives=bool(with_negatives),
+               graphs=extras.GraphBudget.from_config(graphs))
 
 
 def _field(example: Mapping[str, Any], name: str, split: str) -> Any:
@@ -296,7 +317,9 @@ def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: Te
 
   Returns:
     image float32 [S, S, C], input_ids int32 [L], attention_mask int32 [L], labels float32 [14]
-    (clinical vector, not L2-normalised).
+    (clinical vector, not L2-normalised); with spec.with_negatives also neg_input_ids,
+    neg_attention_mask int32 [L] and neg_labels float32 [14]; with spec.graphs the graph_* (and
+    neg_graph_*) arrays of input_pipeline/graphs.py. See input_pipeline/extras.py.
   """
   study_id = as_text(_field(example, "study_id", spec.split))
   image = decode_image(_field(example, "image", spec.split), study_id=study_id, split=spec.split)
@@ -308,11 +331,19 @@ def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: Te
     if image.shape != (size, size):
       image = warp_image(image, resize_affine(image.shape, size), size)
     pixels = to_unit_range(image)
-  input_ids, attention_mask = tokenizer(as_text(_field(example, "report", spec.split)))
+  input_ids, attention_mask = tokenizer(as_text(_field(example, spec.text_field, spec.split)))
   labels = chexpert.clinical_vector(_field(example, "labels", spec.split),
                                     uncertain_as=spec.uncertain_as, normalize=False)
-  return dict(image=normalize_image(pixels, mean=spec.mean, std=spec.std, channels=spec.channels),
-              input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+  out = dict(image=normalize_image(pixels, mean=spec.mean, std=spec.std, channels=spec.channels),
+             input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+  if spec.with_negatives:
+    out.update(extras.negative_fields(example, tokenizer, uncertain_as=spec.uncertain_as,
+                                      split=spec.split))
+  if spec.graphs is not None:
+    out.update(extras.graph_fields(example, tokenizer.node_tokenizer, spec.graphs,
+                                   with_negatives=spec.with_negatives, study_id=study_id,
+                                   split=spec.split))
+  return out
 
 
 class TrainTransform(grain.transforms.RandomMap):

@@ -1,11 +1,13 @@
 """Tests for input_pipeline.pipeline (Grain over ArrayRecord) on a tiny SynthCXR build."""
 
+import json
+
 import ml_collections
 import numpy as np
 import pytest
 
 from clipmed.report import chexpert
-from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib, transforms
+from input_pipeline import graphs, pipeline, synthcxr, tokenizer as tokenizer_lib, transforms
 from tests.conftest import run_with_devices
 
 NUM_TRAIN, NUM_TEST = 48, 16
@@ -163,6 +165,95 @@ def test_split_metadata_reads_text_fields_in_order(data):
   assert meta["reports"][5] == transforms.as_text(row["report"])
   np.testing.assert_array_equal(meta["labels"][5], row["labels"])
   assert isinstance(pipeline.without_image_decoding(sources["test"])[0]["image"], bytes)
+
+
+GRAPH_BUDGET = dict(enabled=True, max_nodes=48, max_edges=32, max_node_tokens=8)
+NEG_KEYS = {"neg_input_ids", "neg_attention_mask", "neg_labels"}
+
+
+def _graph_keys(prefix):
+  return {prefix + k for k in graphs.ARRAY_KEYS}
+
+
+def test_negatives_and_graphs_in_train_batches(data):
+  plain = _take(_train(data, seed=5), 2)
+  rich = _take(_train(data, seed=5, with_negatives=True, graphs=GRAPH_BUDGET), 2)
+  base = {"image", "input_ids", "attention_mask", "labels"}
+  assert set(rich[0]) == base | NEG_KEYS | _graph_keys("graph_") | _graph_keys("neg_graph_")
+  for a, b in zip(plain, rich):  # the extras leave the rest of the stream unchanged
+    for k in base:
+      np.testing.assert_array_equal(a[k], b[k])
+  batch = rich[0]
+  assert batch["neg_input_ids"].shape == (8, 48) and batch["neg_input_ids"].dtype == np.int32
+  assert batch["neg_attention_mask"].dtype == np.int32
+  assert batch["neg_labels"].shape == (8, 14) and batch["neg_labels"].dtype == np.float32
+  assert set(np.unique(batch["neg_labels"])) <= {0.0, 1.0}
+  assert not np.array_equal(batch["neg_input_ids"], batch["input_ids"])
+  assert batch["graph_node_tokens"].shape == (8, 48, 8)
+  assert batch["neg_graph_senders"].shape == (8, 32)
+  np.testing.assert_array_equal(batch["graph_n_node"].sum(axis=1), [48] * 8)
+  assert set(_take(_train(data, graphs=GRAPH_BUDGET), 1)[0]) == base | _graph_keys("graph_")
+  # dummy_batch has the same keys, shapes and dtypes.
+  dummy = pipeline.dummy_batch(_config(), batch_size=8, with_negatives=True, graphs=GRAPH_BUDGET)
+  assert set(dummy) == set(batch)
+  for k, v in batch.items():
+    assert dummy[k].shape == v.shape and dummy[k].dtype == v.dtype, k
+
+
+def test_eval_extras_match_the_stored_report_processing(data):
+  sources, tokenizer = data
+  cfg = _config()
+  batches = list(pipeline.iterate_split(cfg, source=sources["test"], tokenizer=tokenizer,
+                                        batch_size=8, with_negatives=True, graphs=GRAPH_BUDGET))
+  text = transforms.TextTokenizer(tokenizer, cfg.max_text_length)
+  node_tokenize = graphs.node_tokenizer(tokenizer)
+  sizes = {k: v for k, v in GRAPH_BUDGET.items() if k != "enabled"}
+  for r in (0, 5, 13):
+    row, got = sources["test"][r], {k: v[r % 8] for k, v in batches[r // 8].items()}
+    ids, mask = text(transforms.as_text(row["neg_report"]))
+    np.testing.assert_array_equal(got["neg_input_ids"], ids)
+    np.testing.assert_array_equal(got["neg_attention_mask"], mask)
+    np.testing.assert_array_equal(got["neg_labels"], chexpert.clinical_vector(
+        row["neg_labels"], uncertain_as=1.0, normalize=False))
+    for field in ("graph", "neg_graph"):
+      want = graphs.graph_example(json.loads(transforms.as_text(row[field])), node_tokenize,
+                                  prefix=field + "_", **sizes)
+      for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=f"row {r} {k}")
+
+
+def test_text_field_selects_the_training_text(data):
+  sources, tokenizer = data
+  cfg = _config(text_field="report_clean")
+  batch = next(iter(pipeline.iterate_split(cfg, source=sources["test"], tokenizer=tokenizer,
+                                           batch_size=4)))
+  text = transforms.TextTokenizer(tokenizer, cfg.max_text_length)
+  for r in range(4):
+    ids, _ = text(transforms.as_text(sources["test"][r]["report_clean"]))
+    np.testing.assert_array_equal(batch["input_ids"][r], ids)
+  meta = pipeline.split_metadata(sources["test"], text_field="report_clean")
+  assert meta["reports"][3] == transforms.as_text(sources["test"][3]["report_clean"])
+  with pytest.raises(ValueError, match="config.data.text_field"):
+    _train(data, _config(text_field="findings"))
+  with pytest.raises(ValueError, match="text_field"):
+    pipeline.split_metadata(sources["test"], text_field="impression")
+
+
+def test_study_without_negative_gets_an_empty_one(data):
+  sources, tokenizer = data
+  rows = [dict(pipeline.without_image_decoding(sources["test"])[i]) for i in range(3)]
+  rows[1]["neg_source"] = b"none"
+  batch = next(iter(pipeline.iterate_split(_config(), source=rows, tokenizer=tokenizer,
+                                           batch_size=3, with_negatives=True,
+                                           graphs=GRAPH_BUDGET)))
+  np.testing.assert_array_equal(batch["neg_attention_mask"].sum(axis=1) == 2,
+                                [False, True, False])  # [CLS] [SEP] only
+  assert not batch["neg_labels"][1].any() and batch["neg_labels"][0].any()
+  np.testing.assert_array_equal(batch["neg_graph_n_node"][1], [0, 48])
+  del rows[0]["neg_report"]
+  with pytest.raises(KeyError, match="neg_report"):
+    list(pipeline.iterate_split(_config(), source=rows, tokenizer=tokenizer, batch_size=3,
+                                with_negatives=True))
 
 
 class _Split(list):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import jraph
 
 from clipmed import sharding
-from clipmed.models.layers import ProjectionHead, dense_init, zeros_init
+from clipmed.models.layers import ProjectionHead, dense_init, layer_norm, zeros_init
 
 NUM_NODE_TYPES = 4   # input_pipeline.graphs.NODE_TYPES
 NUM_RELATIONS = 3    # input_pipeline.graphs.RELATIONS (each used in both directions)
@@ -149,6 +149,10 @@ class GraphEncoder(nn.Module):
     empty = self.param("empty_graph", dense_init((sharding.EMBED,)), (self.hidden_size,),
                        jnp.float32)
     pooled = jnp.where(count > 0, pooled, empty[None, :])
+    # At initialisation the readout is tiny (0.02-scale tables and kernels); without this norm the
+    # final L2 normalisation amplifies its gradient ~100x and the graph encoder dominates the
+    # global gradient norm (and so the clipping) for the first steps.
+    pooled = layer_norm(1e-6, self.dtype, "readout_norm")(pooled)
     z = ProjectionHead(self.embed_dim, self.projection, self.dtype, name="projection")(pooled)
     z = z.astype(jnp.float32)
     return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
