@@ -59,3 +59,11 @@ def user_errors_exit() -> Iterator[None]:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def print_results(workdir: str) -> None:
+  """Prints DIR/results.md (the evaluation tables) to stdout."""
+  path = os.path.join(workdir, "results.md")
+  with open(path, encoding="utf-8") as f:
+    print(f.read(), flush=True)
+  print(f"(written to {path} and {os.path.join(workdir, 'results.json')})", flush=True)

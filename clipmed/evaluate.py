@@ -29,8 +29,7 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
     train.evaluate_checkpoint(_CONFIG.value, workdir, _STEP.value)
-  with open(os.path.join(workdir, "results.md"), encoding="utf-8") as f:
-    print(f.read())
+  console.print_results(workdir)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ def main(argv):
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
+  workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
-    train.train_and_evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value))
+    results = train.train_and_evaluate(_CONFIG.value, workdir)
+  if results and jax.process_index() == 0:
+    console.print_results(workdir)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """python -m clipmed.main --config=configs/demo.py --workdir=workdirs/demo
 
-The embedded default: a small Swin + BERT CLIP trained on SynthCXR, generated on first use. Trains
-and evaluates in minutes on a laptop CPU. Arguments: `configs/demo.py:steps=N,batch=B`.
+The embedded default: the full method (CLIP^{N,G}-D_{t+c+g}: dynamic soft labels from text, clinical
+and graph similarity, negation hard negatives, report-graph encoder) with a small Swin + BERT on
+SynthCXR, generated on first use. Trains and evaluates in minutes on a laptop CPU. Arguments:
+`configs/demo.py:steps=N,batch=B,row=clip` (any row of configs/ablations.py).
 """
 
 from configs import common
@@ -11,7 +13,7 @@ DEFAULT_BATCH = 64
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, steps=DEFAULT_STEPS, batch=DEFAULT_BATCH)
+  args = common.parse_arg(arg, steps=DEFAULT_STEPS, batch=DEFAULT_BATCH, row="clip_ng_dtcg")
   config = common.base_config()
 
   config.data.image_size = 128
@@ -28,4 +30,5 @@ def get_config(arg: str | None = None):
   config.optimizer.update(dict(learning_rate=1e-3, warmup_steps=30, weight_decay=0.05))
   config.log_every_steps = 10
   config.checkpoint_every_steps = 100
+  common.apply_row(config, args.row)
   return config

@@ -19,7 +19,7 @@ and without local paths the run stops before compiling and says what to download
 Arguments: `configs/full.py:batch=128,steps=30000,data_dir=PATH`.
 """
 
-from configs import ablations, common
+from configs import common
 
 SWIN_T = "microsoft/swin-tiny-patch4-window7-224"
 BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
@@ -50,7 +50,7 @@ def get_config(arg: str | None = None):
                          intermediate_size=3072, max_position_embeddings=512, dropout=0.1,
                          pooling="cls", init=BIO_CLINICAL_BERT))
 
-  ablations.apply_row(config, "clip_ng_dtcg")
+  common.apply_row(config, "clip_ng_dtcg")
 
   config.batch_size = args.batch
   config.num_train_steps = args.steps
