@@ -105,11 +105,12 @@ class NodeTokenizer:
     return self._backend.encode(text, add_special_tokens=False).ids
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+  """TFDS Text features arrive as bytes from ArrayRecord sources, str from Python sources."""
   if isinstance(value, bytes):
     return value.decode("utf-8")
   if isinstance(value, np.ndarray) and value.shape == ():
-    return _text(value.item())
+    return as_text(value.item())
   return str(value)
 
 
@@ -124,7 +125,7 @@ def _field(example: Mapping[str, Any], name: str, split: str, purpose: str) -> A
 
 
 def has_negative(example: Mapping[str, Any], split: str) -> bool:
-  source = _text(_field(example, "neg_source", split, "hard negatives"))
+  source = as_text(_field(example, "neg_source", split, "hard negatives"))
   return source != NO_NEGATIVE
 
 
@@ -139,7 +140,7 @@ def negative_fields(example: Mapping[str, Any], tokenize: Callable[[str], tuple[
     split: split name, for messages.
   """
   if has_negative(example, split):
-    text = _text(_field(example, "neg_report", split, "hard negatives"))
+    text = as_text(_field(example, "neg_report", split, "hard negatives"))
     raw = np.asarray(_field(example, "neg_labels", split, "hard negatives"), np.float32)
     labels = chexpert.clinical_vector(raw, uncertain_as=uncertain_as, normalize=False)
   else:
@@ -151,7 +152,7 @@ def negative_fields(example: Mapping[str, Any], tokenize: Callable[[str], tuple[
 
 
 def _parse_graph(value: Any, *, field: str, study_id: str, split: str) -> dict[str, Any]:
-  text = _text(value)
+  text = as_text(value)
   try:
     graph = json.loads(text) if text else _EMPTY_GRAPH
   except json.JSONDecodeError as err:

@@ -35,13 +35,7 @@ class ImageDecodeError(ValueError):
   """An example's image bytes could not be decoded."""
 
 
-def as_text(value: Any) -> str:
-  """TFDS Text features arrive as bytes from ArrayRecord sources, str from Python sources."""
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, np.ndarray) and value.shape == ():
-    return as_text(value.item())
-  return str(value)
+as_text = extras.as_text  # bytes / str / 0-d array text fields -> str
 
 
 def decode_image(encoded: Any, *, study_id: str, split: str) -> np.ndarray:

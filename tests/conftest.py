@@ -54,3 +54,21 @@ def read_scalars(workdir: str, tag: str) -> dict[int, float]:
       for event in acc.Tensors(tag):
         out[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
   return out
+
+
+def make_wordpiece_tokenizer(texts, vocab_size: int = 100):
+  """A small BERT-style fast tokenizer trained on `texts` ([PAD]=0, [CLS]=2, [SEP]=3)."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from tokenizers import (Tokenizer, models, normalizers, pre_tokenizers,  # pylint: disable=g-import-not-at-top
+                          processors, trainers)
+
+  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+      vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+      sep_token="[SEP]", mask_token="[MASK]")

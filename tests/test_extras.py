@@ -6,8 +6,7 @@ import pickle
 import ml_collections
 import numpy as np
 import pytest
-import transformers
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tests.conftest import make_wordpiece_tokenizer
 
 from clipmed.report import chexpert
 from input_pipeline import extras, graphs, transforms
@@ -24,16 +23,7 @@ NEG_GRAPH = {"nodes": [["pleural", "ANAT-DP"], ["effusion", "OBS-DA"]],
 
 @pytest.fixture(scope="module")
 def hf_tokenizer():
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.train_from_iterator(TEXTS, trainers.WordPieceTrainer(
-      vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-      sep_token="[SEP]", mask_token="[MASK]")
+  return make_wordpiece_tokenizer(TEXTS)
 
 
 def _row(source="negated"):

@@ -5,9 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
-import transformers
 from PIL import Image
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tests.conftest import make_wordpiece_tokenizer
 
 from input_pipeline import transforms
 
@@ -16,16 +15,7 @@ TEXTS = ["The heart is enlarged.", "No pneumothorax or pleural effusion.", "Lung
 
 @pytest.fixture(scope="module")
 def hf_tokenizer():
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.train_from_iterator(TEXTS, trainers.WordPieceTrainer(
-      vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-      sep_token="[SEP]", mask_token="[MASK]")
+  return make_wordpiece_tokenizer(TEXTS)
 
 
 def _image(size=32):
