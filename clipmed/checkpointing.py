@@ -58,6 +58,22 @@ class Checkpointer:
       args[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
     self._manager.save(step, args=ocp.args.Composite(**args), force=force)
 
+  def _restore_first(self, steps: list[int], abstract_state: Any,
+                     data_iterator: Any | None) -> tuple[int, Any] | None:
+    """Restores the first readable checkpoint of `steps`; the iterator, if given, in place."""
+    for step in steps:
+      args = {STATE: ocp.args.StandardRestore(abstract_state)}
+      if self._save_data and data_iterator is not None:
+        args[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+      except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+        logging.warning("Checkpoint at step %d in %s is incomplete or unreadable (%s).", step,
+                        self._directory, e)
+        continue
+      return step, restored[STATE]
+    return None
+
   def restore_latest(self, abstract_state: Any, data_iterator: Any | None = None
                      ) -> tuple[int, Any] | None:
     """Restores the newest complete checkpoint into `abstract_state`'s shapes and shardings.
@@ -67,18 +83,7 @@ class Checkpointer:
     Returns:
       (step, state), or None when the workdir has no usable checkpoint.
     """
-    for step in reversed(self.all_steps()):
-      args = {STATE: ocp.args.StandardRestore(abstract_state)}
-      if self._save_data and data_iterator is not None:
-        args[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-      try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-      except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        logging.warning("Checkpoint at step %d in %s is incomplete or unreadable (%s); trying "
-                        "the previous one.", step, self._directory, e)
-        continue
-      return step, restored[STATE]
-    return None
+    return self._restore_first(list(reversed(self.all_steps())), abstract_state, data_iterator)
 
   def restore_state(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
     """Restores only the train state (evaluation), at `step` or the latest complete one."""
@@ -90,14 +95,10 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint for step {step} in {self._directory}; "
                               f"available steps: {steps}")
     candidates = [step] if step is not None else list(reversed(steps))
-    for s in candidates:
-      try:
-        restored = self._manager.restore(
-            s, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)}))
-        return s, restored[STATE]
-      except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        logging.warning("Checkpoint at step %d is unreadable (%s).", s, e)
-    raise FileNotFoundError(f"no readable checkpoint in {self._directory} (tried {candidates})")
+    restored = self._restore_first(candidates, abstract_state, data_iterator=None)
+    if restored is None:
+      raise FileNotFoundError(f"no readable checkpoint in {self._directory} (tried {candidates})")
+    return restored
 
   # Preemption: SIGTERM sets a flag that the loop polls; on several processes Orbax's own sync
   # point agrees on the step.

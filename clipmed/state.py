@@ -92,11 +92,7 @@ def create_sharded_state(
   logical_specs = nn.get_partition_spec(abstract)
   shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
-  def init_unboxed(key):
-    state = nn.unbox(init_boxed(key))
-    return state
-
-  state = jax.jit(init_unboxed, out_shardings=shardings)(rng)
+  state = jax.jit(lambda key: nn.unbox(init_boxed(key)), out_shardings=shardings)(rng)
   if params_transform is not None:
     params = params_transform(state.params)
     params = jax.device_put(params, shardings.params)

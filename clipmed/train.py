@@ -81,7 +81,6 @@ class Setup:
   schedule: Any
   state: state_lib.TrainState  # freshly initialised (or restored later)
   state_shardings: Any
-  init_rng: jax.Array
   data_seed: int
   train_rng: jax.Array
 
@@ -119,7 +118,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   return Setup(mesh=mesh, data_axes=sharding.data_axes(config.mesh),
                batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
                model=model, schedule=schedule, state=state, state_shardings=state_shardings,
-               init_rng=init_rng, data_seed=data_seed, train_rng=train_rng)
+               data_seed=data_seed, train_rng=train_rng)
 
 
 def make_runner(config: ml_collections.ConfigDict, dataset) -> evaluators.Runner:

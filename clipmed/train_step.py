@@ -13,6 +13,7 @@ import jax
 import optax
 from clu import metrics as clu_metrics
 
+from clipmed.models import gcn
 from clipmed.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -32,10 +33,6 @@ GRAPH_PREFIX = "graph_"
 NEG_GRAPH_PREFIX = "neg_graph_"
 
 
-def _with_prefix(batch: Batch, prefix: str) -> dict[str, jax.Array]:
-  return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
-
-
 def model_inputs(batch: Batch) -> dict[str, Any]:
   """The arguments of CLIPModel.__call__ taken from a batch.
 
@@ -48,7 +45,7 @@ def model_inputs(batch: Batch) -> dict[str, Any]:
     inputs.update(neg_input_ids=batch["neg_input_ids"],
                   neg_attention_mask=batch["neg_attention_mask"])
   for name, prefix in (("graph", GRAPH_PREFIX), ("neg_graph", NEG_GRAPH_PREFIX)):
-    arrays = _with_prefix(batch, prefix)
+    arrays = gcn.strip_prefix(batch, prefix)
     if arrays:
       inputs[name] = arrays
   return inputs
