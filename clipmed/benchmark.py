@@ -10,7 +10,6 @@ XLA_FLAGS set before JAX starts its backends (importing JAX does not start them)
 
 import argparse
 from collections.abc import Callable, Sequence
-import functools
 import json
 import os
 import sys
@@ -81,14 +80,16 @@ def run_loss(args: argparse.Namespace) -> dict[str, object]:
   neg_labels = (jax.random.uniform(keys[6], (args.batch, 14)) > 0.7).astype(jnp.float32)
   sharding = NamedSharding(mesh, P("data"))
   emb, labels, neg_labels = jax.device_put((emb, labels, neg_labels), sharding)
-  loss_fn = functools.partial(
-      losses.sharded_clinic_loss, mesh=mesh, data_axes=("data",),
-      thresholds=dict(text=0.5, clinical=0.5, graph=0.5),
-      weights=dict(text=1.0, clinical=1.0, graph=1.0), loss_type=args.loss_type)
+  spec = losses.LossSpec(thresholds=dict(text=0.5, clinical=0.5, graph=0.5),
+                         weights=dict(text=1.0, clinical=1.0, graph=1.0),
+                         loss_type=args.loss_type)
 
   def total(e, c, c_neg):
-    return loss_fn(e["image"], e["text"], c, jnp.float32(10.0), graph=e["graph"],
-                   neg_text=e["neg_text"], neg_graph=e["neg_graph"], neg_labels=c_neg)[0]
+    outputs = {"image": e["image"], "text": e["text"], "graph": e["graph"],
+               "negative": {"text": e["neg_text"], "graph": e["neg_graph"]},
+               "logit_scale": jnp.float32(10.0)}
+    batch = {"labels": c, "negative": {"labels": c_neg}}
+    return losses.sharded_clinic_loss(outputs, batch, spec, mesh=mesh, data_axes=("data",))[0]
 
   step = jax.jit(jax.value_and_grad(total))
   compiled = step.lower(emb, labels, neg_labels).compile()

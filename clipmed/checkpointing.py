@@ -16,6 +16,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from clipmed import errors
+
 STATE = "state"
 DATA = "data"
 
@@ -89,15 +91,15 @@ class Checkpointer:
     """Restores only the train state (evaluation), at `step` or the latest complete one."""
     steps = self.all_steps()
     if not steps:
-      raise FileNotFoundError(f"no checkpoint in {self._directory}: train first with "
-                              f"`python -m clipmed.main --config=... --workdir=...`")
+      raise errors.FileError(f"no checkpoint in {self._directory}: train first with "
+                             f"`python -m clipmed.main --config=... --workdir=...`")
     if step is not None and step not in steps:
-      raise FileNotFoundError(f"no checkpoint for step {step} in {self._directory}; "
-                              f"available steps: {steps}")
+      raise errors.FileError(f"no checkpoint for step {step} in {self._directory}; "
+                             f"available steps: {steps}")
     candidates = [step] if step is not None else list(reversed(steps))
     restored = self._restore_first(candidates, abstract_state, data_iterator=None)
     if restored is None:
-      raise FileNotFoundError(f"no readable checkpoint in {self._directory} (tried {candidates})")
+      raise errors.FileError(f"no readable checkpoint in {self._directory} (tried {candidates})")
     return restored
 
   # Preemption: SIGTERM sets a flag that the loop polls; on several processes Orbax's own sync

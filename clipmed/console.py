@@ -27,35 +27,17 @@ def quiet_library_logs() -> None:
       handler.addFilter(_QuietLibraries())
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OWN_CODE = tuple(os.path.join(_ROOT, pkg) + os.sep for pkg in ("clipmed", "input_pipeline",
-                                                                 "configs"))
-
-
-def _raised_by_own_code(error: BaseException) -> bool:
-  """Whether the innermost frame of the traceback is clipmed's own code (a deliberate check)."""
-  tb = error.__traceback__
-  if tb is None:
-    return False
-  while tb.tb_next is not None:
-    tb = tb.tb_next
-  return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OWN_CODE)
-
-
 @contextlib.contextmanager
 def user_errors_exit() -> Iterator[None]:
-  """Turns a user mistake into one clear message and exit status 2, without a traceback.
+  """Turns a user mistake (a clipmed.errors.UserError) into one line on stderr and exit status 2.
 
-  A user mistake is a UserError, or a ValueError / FileNotFoundError / PermissionError raised by
-  clipmed's own input checks (their messages name the field or file and say what to do). Errors
-  raised inside libraries keep their traceback: they are bugs to report.
+  UserErrors are raised on purpose where input is checked; their messages name the field or file
+  and say what to do. Every other exception keeps its traceback: it is a bug to report.
   """
   from clipmed.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
     yield
-  except (UserError, ValueError, FileNotFoundError, PermissionError) as e:
-    if not isinstance(e, UserError) and not _raised_by_own_code(e):
-      raise
+  except UserError as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,4 +1,7 @@
-"""Contrastive losses of ../shared/METHOD.md: InfoNCE, dynamic soft labels, KL and sigmoid losses.
+"""Contrastive losses of docs/METHOD.md: InfoNCE, dynamic soft labels, KL and sigmoid losses.
+
+    spec = LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
+    total, terms = clinic_loss(outputs, batch, spec)       # model outputs, the batch, the spec
 
 Everything here is pure `jnp` and sharding-agnostic. The math lives in one function,
 `_row_block_sums`, which computes the loss summed over a block of rows against all columns;
@@ -29,12 +32,18 @@ Soft labels (`soft_labels`):
 """
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from clipmed import batch as batch_lib
+from clipmed import errors
+from clipmed.normalize import l2_normalize
 
 STREAMS = ("text", "clinical", "graph")
 LOSS_TYPES = ("softmax", "sigmoid")
@@ -53,12 +62,75 @@ PAIRS = {
 }
 
 
-def l2_normalize(x: jax.Array) -> jax.Array:
-  """L2-normalises the last axis; an all-zero vector stays zero (with finite gradients)."""
-  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
-  nonzero = sq > 0
-  inv = jnp.where(nonzero, lax.rsqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
-  return x * inv
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """The training objective: which streams, thresholds, weights and loss form (config.loss).
+
+  Built once by `from_config`, which checks every value, so a bad loss config stops before any
+  data is prepared or any model compiled.
+
+  Attributes:
+    weights: stream -> w_k (Python floats, static); streams with weight 0 are left out.
+    thresholds: stream -> tau_k for soft_labels="dynamic" (tau >= 1: identity targets).
+    loss_type: "softmax" (KL, the paper) or "sigmoid" (pairwise BCE; module docstring).
+    soft_labels: "dynamic" (Eq. 4) or "softclip" (module docstring).
+    softclip_temperature: temperature of the "softclip" labels (None for "dynamic").
+    mask_own_negative: zero Y[i, B+i] and Y[B+i, i].
+    logit_bias: sigmoid loss only: a fixed scalar bias, or None.
+  """
+  weights: Mapping[str, float]
+  thresholds: Mapping[str, float]
+  loss_type: str = "softmax"
+  soft_labels: str = "dynamic"
+  softclip_temperature: float | None = None
+  mask_own_negative: bool = True
+  logit_bias: float | None = None
+
+  def __post_init__(self):
+    unknown = sorted(set(self.weights) - set(STREAMS))
+    if unknown:
+      raise errors.ConfigError(f"config.loss.weights has unknown streams {unknown}; use {STREAMS}")
+    if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+      raise errors.ConfigError(f"config.loss.weights {dict(self.weights)} must be >= 0 with at "
+                               "least one positive")
+    if self.loss_type not in LOSS_TYPES:
+      raise errors.ConfigError(f"config.loss.loss_type={self.loss_type!r}; choose one of "
+                               f"{LOSS_TYPES}")
+    if self.soft_labels not in SOFT_LABELS:
+      raise errors.ConfigError(f"config.loss.soft_labels={self.soft_labels!r}; choose one of "
+                               f"{SOFT_LABELS}")
+    if self.soft_labels == "dynamic":
+      missing = [k for k in self.streams if k not in self.thresholds]
+      if missing:
+        raise errors.ConfigError(f"streams {missing} have a positive weight but no threshold; "
+                                 "add them to config.loss.thresholds")
+    elif self.softclip_temperature is None or self.softclip_temperature <= 0:
+      raise errors.ConfigError("config.loss.soft_labels='softclip' needs "
+                               "config.loss.softclip_temperature > 0")
+    if self.logit_bias is not None and self.loss_type != "sigmoid":
+      raise errors.ConfigError("config.loss.logit_bias applies to loss_type='sigmoid' only; set "
+                               "it to None")
+
+  @classmethod
+  def from_config(cls, loss_config: Any, *, graph_enabled: bool) -> "LossSpec":
+    """From config.loss; `graph_enabled` (config.model.graph.enabled) gates the graph stream."""
+    weights = {k: float(v) for k, v in loss_config.weights.items()}
+    if weights.get("graph", 0.0) > 0 and not graph_enabled:
+      raise errors.ConfigError("config.loss.weights.graph > 0 needs the report-graph encoder: "
+                               "set config.model.graph.enabled=True or the weight to 0")
+    softclip = loss_config.soft_labels == "softclip"
+    return cls(
+        weights=weights, thresholds={k: float(v) for k, v in loss_config.thresholds.items()},
+        loss_type=str(loss_config.loss_type), soft_labels=str(loss_config.soft_labels),
+        softclip_temperature=float(loss_config.softclip_temperature) if softclip else None,
+        mask_own_negative=bool(loss_config.mask_own_negative),
+        logit_bias=None if loss_config.logit_bias is None else float(loss_config.logit_bias))
+
+  @property
+  def streams(self) -> tuple[str, ...]:
+    """The soft-label streams with a positive weight, in STREAMS order."""
+    return tuple(k for k in STREAMS if self.weights.get(k, 0.0) > 0)
+
 
 
 def infonce(image: jax.Array, text: jax.Array, logit_scale: jax.Array) -> jax.Array:
@@ -171,25 +243,43 @@ def kl_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jnp.mean(_kl_rows(logits, targets))
 
 
-def _assemble(image: jax.Array, text: jax.Array, labels: jax.Array | None,
-              graph: jax.Array | None, neg_text: jax.Array | None,
-              neg_labels: jax.Array | None, neg_graph: jax.Array | None) -> dict[str, jax.Array]:
+def _flat_inputs(outputs: Mapping[str, Any], batch: batch_lib.Batch,
+                 spec: LossSpec) -> dict[str, jax.Array]:
+  """The arrays the loss reads, flat: image, text and, when present, graph, labels, neg_text,
+  neg_graph, neg_labels.
+
+  Labels are only read when the clinical stream is on, and never carry a gradient.
+  """
+  flat = {"image": outputs["image"], "text": outputs["text"]}
+  if "graph" in outputs:
+    flat["graph"] = outputs["graph"]
+  negative = outputs.get("negative")
+  if negative is not None:
+    flat["neg_text"] = negative["text"]
+    if "graph" in outputs:
+      flat["neg_graph"] = negative["graph"]
+  if "clinical" in spec.streams:
+    flat["labels"] = lax.stop_gradient(batch[batch_lib.LABELS])
+    if negative is not None:
+      flat["neg_labels"] = lax.stop_gradient(batch[batch_lib.NEGATIVE][batch_lib.LABELS])
+  return flat
+
+
+def _assemble(flat: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   """Stacks [originals; hard negatives] per modality; normalises the clinical vectors."""
-  def stack(x, neg):
-    return x if neg is None else jnp.concatenate([x, neg], axis=0)
-  feats = {"image": image, "text": stack(text, neg_text)}
-  if labels is not None:
-    feats["clinical"] = lax.stop_gradient(l2_normalize(stack(labels, neg_labels)))
-  if graph is not None:
-    feats["graph"] = stack(graph, neg_graph)
+  def stack(name):
+    neg = flat.get("neg_" + name)
+    return flat[name] if neg is None else jnp.concatenate([flat[name], neg], axis=0)
+  feats = {"image": flat["image"], "text": stack("text")}
+  if "labels" in flat:
+    feats["clinical"] = lax.stop_gradient(l2_normalize(stack("labels")))
+  if "graph" in flat:
+    feats["graph"] = stack("graph")
   return feats
 
 
 def _row_block_sums(rows: Mapping[str, jax.Array], cols: Mapping[str, jax.Array], row_offset,
-                    logit_scale: jax.Array, logit_bias: jax.Array | None, *,
-                    thresholds: Mapping[str, float] | None, weights: Mapping[str, float],
-                    mask_own_negative: bool, loss_type: str,
-                    softclip_temperature: float | None
+                    logit_scale: jax.Array, logit_bias: jax.Array | None, spec: LossSpec
                     ) -> tuple[dict[str, jax.Array], dict[str, int]]:
   """The loss of METHOD.md for a block of rows against all columns: the single code path.
 
@@ -199,9 +289,9 @@ def _row_block_sums(rows: Mapping[str, jax.Array], cols: Mapping[str, jax.Array]
     cols: modality -> all rows: "image" [B, D], "text"/"graph" [N, D], "clinical" [N, 14];
       N = B or 2B ([originals; negatives]).
     row_offset: global index o of the block's first original (int or traced scalar).
-    logit_scale, logit_bias, thresholds, weights, mask_own_negative, loss_type: see
-      `clinic_loss`.
-    softclip_temperature: set for SoftCLIP labels, None for the dynamic labels of Eq. 4.
+    logit_scale: the scalar multiplier s.
+    logit_bias: scalar bias of the sigmoid loss, or None.
+    spec: the loss spec.
 
   Returns:
     (sums, counts): per term name, the weighted loss summed over this block's rows, and the
@@ -215,16 +305,16 @@ def _row_block_sums(rows: Mapping[str, jax.Array], cols: Mapping[str, jax.Array]
   row_ids = jnp.concatenate([orig_ids, orig_ids + num_orig]) if has_neg else orig_ids
 
   # Stream k's self-similarity uses the features of the same name (text T, clinical C, graph G).
-  streams = [k for k in STREAMS if weights.get(k, 0.0) > 0 and k in cols]
+  streams = [k for k in spec.streams if k in cols]
   targets = {}  # stream -> [R, N] unnormalised Y rows, no gradient
   for k in streams:
     sim_rn = lax.stop_gradient(rows[k]) @ lax.stop_gradient(cols[k]).T  # [R, N]
     targets[k] = lax.stop_gradient(_soft_label_rows(
-        sim_rn, row_ids, threshold=None if thresholds is None else thresholds.get(k),
-        num_originals=num_orig if has_neg else None, mask_own_negative=mask_own_negative,
-        softclip_temperature=softclip_temperature))
+        sim_rn, row_ids, threshold=spec.thresholds.get(k),
+        num_originals=num_orig if has_neg else None, mask_own_negative=spec.mask_own_negative,
+        softclip_temperature=spec.softclip_temperature))
 
-  row_loss = _kl_rows if loss_type == "softmax" else _sigmoid_rows
+  row_loss = _kl_rows if spec.loss_type == "softmax" else _sigmoid_rows
   sums, counts = {}, {}
   for pair, (row_mod, col_mod) in PAIRS.items():
     if row_mod not in cols or col_mod not in cols:
@@ -233,43 +323,13 @@ def _row_block_sums(rows: Mapping[str, jax.Array], cols: Mapping[str, jax.Array]
     if col_mod == "image":
       a = a[:block]  # rows without an image partner (hard negatives) only exist vs. T and G
     logits = logit_scale * (a @ cols[col_mod].T)  # [b or R, B or N]
-    if loss_type == "sigmoid" and logit_bias is not None:
+    if spec.loss_type == "sigmoid" and logit_bias is not None:
       logits = logits + logit_bias
     for k in streams:
       y = targets[k][:a.shape[0], :cols[col_mod].shape[0]]
-      sums[f"{pair}/{k}"] = weights[k] * jnp.sum(row_loss(logits, y))
+      sums[f"{pair}/{k}"] = spec.weights[k] * jnp.sum(row_loss(logits, y))
       counts[f"{pair}/{k}"] = num_orig if row_mod == "image" or col_mod == "image" else num_all
   return sums, counts
-
-
-def _check_args(labels, graph, neg_text, neg_graph, neg_labels, thresholds, weights, loss_type,
-                soft_labels, softclip_temperature):
-  """Raises a ValueError for inconsistent loss arguments (a config or batch mistake)."""
-  unknown = set(weights) - set(STREAMS)
-  if unknown:
-    raise ValueError(f"Unknown loss weight keys {sorted(unknown)}; use {STREAMS}.")
-  if loss_type not in LOSS_TYPES:
-    raise ValueError(f"loss_type={loss_type!r}; choose one of {LOSS_TYPES}.")
-  if soft_labels not in SOFT_LABELS:
-    raise ValueError(f"soft_labels={soft_labels!r}; choose one of {SOFT_LABELS}.")
-  active = [k for k in STREAMS if weights.get(k, 0.0) > 0 and (k != "graph" or graph is not None)]
-  if "clinical" in active and labels is None:
-    raise ValueError("The clinical stream has a positive weight but labels is None.")
-  if soft_labels == "dynamic":
-    missing = [k for k in active if thresholds is None or k not in thresholds]
-    if missing:
-      raise ValueError(f"Streams {missing} have a positive weight but no threshold; add them to "
-                       "the thresholds (config.loss.thresholds).")
-  elif softclip_temperature is None or softclip_temperature <= 0:
-    raise ValueError("soft_labels='softclip' needs softclip_temperature > 0.")
-  if neg_text is None and (neg_graph is not None or neg_labels is not None):
-    raise ValueError("neg_graph/neg_labels were given without neg_text: the hard negatives need "
-                     "their text embeddings.")
-  if neg_text is not None:
-    if graph is not None and neg_graph is None:
-      raise ValueError("With a graph encoder and hard negatives, pass neg_graph as well.")
-    if "clinical" in active and neg_labels is None:
-      raise ValueError("The clinical stream with hard negatives needs neg_labels.")
 
 
 def _finalize(sums: Mapping[str, jax.Array], counts: Mapping[str, int]
@@ -279,58 +339,38 @@ def _finalize(sums: Mapping[str, jax.Array], counts: Mapping[str, int]
   return total, terms
 
 
-def clinic_loss(image: jax.Array, text: jax.Array, labels: jax.Array | None,
-                logit_scale: jax.Array, *, graph: jax.Array | None = None,
-                neg_text: jax.Array | None = None, neg_graph: jax.Array | None = None,
-                neg_labels: jax.Array | None = None,
-                thresholds: Mapping[str, float] | None = None, weights: Mapping[str, float],
-                mask_own_negative: bool = True, loss_type: str = "softmax",
-                logit_bias: jax.Array | None = None, soft_labels: str = "dynamic",
-                softclip_temperature: float | None = None
+def _logit_bias(outputs: Mapping[str, Any], spec: LossSpec) -> jax.Array | None:
+  """A learned bias from the model outputs, else the spec's fixed one (sigmoid loss only)."""
+  if spec.loss_type != "sigmoid":
+    return None
+  bias = outputs.get("logit_bias", spec.logit_bias)
+  return None if bias is None else jnp.asarray(bias, jnp.float32)
+
+
+def clinic_loss(outputs: Mapping[str, Any], batch: batch_lib.Batch, spec: LossSpec
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_total of METHOD.md: weighted soft-label losses over the directed pairs and streams.
 
   Args:
-    image: [B, D] L2-normalised image embeddings v.
-    text: [B, D] L2-normalised report embeddings t.
-    labels: [B, 14] clinical vectors c (not normalised; normalised here, zero stays zero), or
-      None when the clinical stream is off.
-    logit_scale: scalar multiplier s.
-    graph: [B, D] L2-normalised graph embeddings g, or None (no G pairs, no graph stream).
-    neg_text: [B, D] hard-negative report embeddings t', or None (everything is B, not 2B).
-    neg_graph: [B, D] g' (required with graph and neg_text).
-    neg_labels: [B, 14] c' (required with neg_text when the clinical stream is on).
-    thresholds: stream -> tau (Python float, static) for soft_labels="dynamic".
-    weights: stream -> w (Python float, static); a stream with weight 0 (or missing) is skipped.
-    mask_own_negative: zero Y[i, B+i] and Y[B+i, i].
-    loss_type: "softmax" (KL, the paper) or "sigmoid" (pairwise BCE; module docstring).
-    logit_bias: optional scalar bias for loss_type="sigmoid".
-    soft_labels: "dynamic" (Eq. 4) or "softclip" (module docstring).
-    softclip_temperature: temperature of the "softclip" labels.
+    outputs: the model's outputs (clipmed/models/clip.py): "image", "text" [B, D] L2-normalised,
+      "logit_scale" (scalar s), optionally "graph" [B, D], "negative": {"text", "graph"} [B, D]
+      (the hard negatives; with them every report-side matrix has 2B rows) and "logit_bias".
+    batch: the batch (clipmed/batch.py); `labels` [B, K] (and negative.labels) are read for the
+      clinical stream, L2-normalised here (zero stays zero).
+    spec: the loss spec.
 
   Returns:
     (total, terms): the scalar total and a dict "PAIR/stream" (e.g. "I->T/text") -> the weighted
     term w_k * mean_rows loss. Targets carry no gradient.
   """
-  _check_args(labels, graph, neg_text, neg_graph, neg_labels, thresholds, weights, loss_type,
-              soft_labels, softclip_temperature)
-  feats = _assemble(image, text, labels, graph, neg_text, neg_labels, neg_graph)
-  sums, counts = _row_block_sums(
-      feats, feats, 0, logit_scale, logit_bias, thresholds=thresholds, weights=weights,
-      mask_own_negative=mask_own_negative, loss_type=loss_type,
-      softclip_temperature=softclip_temperature if soft_labels == "softclip" else None)
+  feats = _assemble(_flat_inputs(outputs, batch, spec))
+  sums, counts = _row_block_sums(feats, feats, 0, outputs["logit_scale"],
+                                 _logit_bias(outputs, spec), spec)
   return _finalize(sums, counts)
 
 
-def sharded_clinic_loss(image: jax.Array, text: jax.Array, labels: jax.Array | None,
-                        logit_scale: jax.Array, *, mesh: Mesh,
-                        data_axes: str | Sequence[str] = ("data",),
-                        graph: jax.Array | None = None, neg_text: jax.Array | None = None,
-                        neg_graph: jax.Array | None = None, neg_labels: jax.Array | None = None,
-                        thresholds: Mapping[str, float] | None = None,
-                        weights: Mapping[str, float], mask_own_negative: bool = True,
-                        loss_type: str = "softmax", logit_bias: jax.Array | None = None,
-                        soft_labels: str = "dynamic", softclip_temperature: float | None = None
+def sharded_clinic_loss(outputs: Mapping[str, Any], batch: batch_lib.Batch, spec: LossSpec, *,
+                        mesh: Mesh, data_axes: str | Sequence[str] = ("data",)
                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`clinic_loss` with the rows split over the mesh's data axes (METHOD.md, "Sharding").
 
@@ -345,37 +385,25 @@ def sharded_clinic_loss(image: jax.Array, text: jax.Array, labels: jax.Array | N
     mesh: the train step's mesh.
     data_axes: the mesh axis name(s) the batch axis is sharded over.
   """
-  _check_args(labels, graph, neg_text, neg_graph, neg_labels, thresholds, weights, loss_type,
-              soft_labels, softclip_temperature)
   axes = (data_axes,) if isinstance(data_axes, str) else tuple(data_axes)
   num_shards = 1
   for name in axes:
     num_shards *= mesh.shape[name]
-  if image.shape[0] % num_shards:
-    raise ValueError(f"Batch size {image.shape[0]} is not divisible by the {num_shards} devices "
-                     f"of mesh axes {axes}; choose a global batch size that is a multiple.")
-  batch = {"image": image, "text": text, "labels": labels, "graph": graph,
-           "neg_text": neg_text, "neg_labels": neg_labels, "neg_graph": neg_graph}
-  batch = {k: v for k, v in batch.items() if v is not None}
-  for key in ("labels", "neg_labels"):  # no gradient: keep them out of the backward pass
-    if key in batch:
-      batch[key] = lax.stop_gradient(batch[key])
-  scalars = {"logit_scale": jnp.asarray(logit_scale, jnp.float32)}
-  if logit_bias is not None:
-    scalars["logit_bias"] = jnp.asarray(logit_bias, jnp.float32)
+  flat = _flat_inputs(outputs, batch, spec)
+  if flat["image"].shape[0] % num_shards:
+    raise ValueError(f"Batch size {flat['image'].shape[0]} is not divisible by the {num_shards} "
+                     f"devices of mesh axes {axes}; choose a global batch size that is a multiple.")
+  scalars = {"logit_scale": jnp.asarray(outputs["logit_scale"], jnp.float32)}
+  bias = _logit_bias(outputs, spec)
+  if bias is not None:
+    scalars["logit_bias"] = bias
 
-  def local(batch_local, scalars):
-    block = batch_local["image"].shape[0]
+  def local(flat_local, scalars):
+    block = flat_local["image"].shape[0]
     row_offset = lax.axis_index(axes) * block
-    gathered = {k: lax.all_gather(v, axes, axis=0, tiled=True) for k, v in batch_local.items()}
-    def feats(b):
-      return _assemble(b["image"], b["text"], b.get("labels"), b.get("graph"),
-                       b.get("neg_text"), b.get("neg_labels"), b.get("neg_graph"))
-    sums, counts = _row_block_sums(
-        feats(batch_local), feats(gathered), row_offset, scalars["logit_scale"],
-        scalars.get("logit_bias"), thresholds=thresholds, weights=weights,
-        mask_own_negative=mask_own_negative, loss_type=loss_type,
-        softclip_temperature=softclip_temperature if soft_labels == "softclip" else None)
+    gathered = {k: lax.all_gather(v, axes, axis=0, tiled=True) for k, v in flat_local.items()}
+    sums, counts = _row_block_sums(_assemble(flat_local), _assemble(gathered), row_offset,
+                                   scalars["logit_scale"], scalars.get("logit_bias"), spec)
     return _finalize(lax.psum(sums, axes), counts)
 
   axis_types = dict(zip(mesh.axis_names, mesh.axis_types))
@@ -383,6 +411,6 @@ def sharded_clinic_loss(image: jax.Array, text: jax.Array, labels: jax.Array | N
     # With Explicit axes shard_map needs inputs that already carry the in_specs sharding: a no-op
     # for the train step's batch-sharded embeddings, a reshard otherwise. (Auto axes reshard
     # implicitly.)
-    batch = jax.reshard(batch, NamedSharding(mesh, P(axes)))
+    flat = jax.reshard(flat, NamedSharding(mesh, P(axes)))
     scalars = jax.reshard(scalars, NamedSharding(mesh, P()))
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(axes), P()), out_specs=P())(batch, scalars)
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(axes), P()), out_specs=P())(flat, scalars)

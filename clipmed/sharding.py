@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from clipmed import errors
+
 # Logical axis names used by the models and the train step.
 BATCH = "batch"        # examples in a batch
 LENGTH = "length"      # tokens / patches along a sequence
@@ -40,17 +42,18 @@ def create_mesh(mesh_config) -> Mesh:
   sizes = [int(s) for s in mesh_config.shape.values()]
   num_devices = jax.device_count()
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh.shape {dict(mesh_config.shape)}: at most one axis may be -1")
+    raise errors.ConfigError(f"config.mesh.shape {dict(mesh_config.shape)}: at most one axis may "
+                             "be -1")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"config.mesh.shape {dict(mesh_config.shape)} does not divide the "
-                       f"{num_devices} devices")
+      raise errors.ConfigError(f"config.mesh.shape {dict(mesh_config.shape)} does not divide the "
+                               f"{num_devices} devices")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"config.mesh.shape {dict(mesh_config.shape)} needs {int(np.prod(sizes))} "
-                     f"devices, but {num_devices} are available; set sizes that multiply to "
-                     f"{num_devices} or use -1 for one axis")
+    raise errors.ConfigError(f"config.mesh.shape {dict(mesh_config.shape)} needs "
+                             f"{int(np.prod(sizes))} devices, but {num_devices} are available; set "
+                             f"sizes that multiply to {num_devices} or use -1 for one axis")
   return jax.make_mesh(tuple(sizes), names, axis_types=(AxisType.Auto,) * len(names))
 
 
@@ -60,11 +63,12 @@ def logical_rules(mesh_config) -> tuple[tuple[str, str | None], ...]:
                 for logical, mesh_axis in mesh_config.rules)
   for logical, mesh_axis in rules:
     if logical not in LOGICAL_AXES:
-      raise ValueError(f"config.mesh.rules names unknown logical axis {logical!r}; "
-                       f"known: {LOGICAL_AXES}")
+      raise errors.ConfigError(f"config.mesh.rules names unknown logical axis {logical!r}; "
+                               f"known: {LOGICAL_AXES}")
     if mesh_axis is not None and mesh_axis not in mesh_config.shape:
-      raise ValueError(f"config.mesh.rules maps {logical!r} to {mesh_axis!r}, which is not an "
-                       f"axis of config.mesh.shape {tuple(mesh_config.shape.keys())}")
+      raise errors.ConfigError(f"config.mesh.rules maps {logical!r} to {mesh_axis!r}, which is "
+                               "not an "
+                               f"axis of config.mesh.shape {tuple(mesh_config.shape.keys())}")
   return rules
 
 

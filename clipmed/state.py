@@ -11,6 +11,8 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
+from clipmed import errors
+
 PyTree = Any
 
 
@@ -27,13 +29,27 @@ class TrainState(struct.PyTreeNode):
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
 
 
+def check_optimizer_config(opt_config: ml_collections.ConfigDict, num_train_steps: int) -> None:
+  """Raises ConfigError for config.optimizer values that cannot work."""
+  warmup = int(opt_config.warmup_steps)
+  if not 0 <= warmup < num_train_steps:
+    raise errors.ConfigError(f"config.optimizer.warmup_steps={warmup} must be in [0, "
+                             f"config.num_train_steps={num_train_steps})")
+  if float(opt_config.learning_rate) <= 0 or float(opt_config.end_learning_rate_factor) < 0:
+    raise errors.ConfigError("config.optimizer.learning_rate must be > 0 and "
+                             "end_learning_rate_factor >= 0")
+  if not (0 <= float(opt_config.b1) < 1 and 0 <= float(opt_config.b2) < 1):
+    raise errors.ConfigError(f"config.optimizer.b1={opt_config.b1} and b2={opt_config.b2} must be "
+                             "in [0, 1)")
+  if float(opt_config.weight_decay) < 0 or float(opt_config.grad_clip_norm) < 0:
+    raise errors.ConfigError("config.optimizer.weight_decay and grad_clip_norm must be >= 0")
+
+
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict,
                            num_train_steps: int) -> optax.Schedule:
   """Linear warm-up to the peak rate, then cosine decay to `end_learning_rate_factor` of it."""
+  check_optimizer_config(opt_config, num_train_steps)
   warmup = int(opt_config.warmup_steps)
-  if warmup >= num_train_steps:
-    raise ValueError(f"config.optimizer.warmup_steps={warmup} must be smaller than "
-                     f"config.num_train_steps={num_train_steps}")
   peak = float(opt_config.learning_rate)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=num_train_steps,

@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 import os
-import time
 from typing import Any
 
 import jax
@@ -13,70 +12,50 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
+import flax.linen as nn
+
 import input_pipeline
-from clipmed.errors import UserError
+from clipmed import batch as batch_lib
 from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, train_step
+from clipmed.errors import ConfigError, NonFiniteError
+from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
 
 
-class ConfigError(UserError, ValueError):
-  """A config value that cannot work; the message says which field and what to set."""
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the values that would otherwise fail deep inside a library."""
-  if config.batch_size <= 0:
-    raise ConfigError(f"config.batch_size={config.batch_size} must be positive")
-  if config.num_train_steps <= 0:
-    raise ConfigError(f"config.num_train_steps={config.num_train_steps} must be positive")
-  num_data = jax.process_count()
-  if config.batch_size % num_data:
+  """Checks every config value that would otherwise fail later (after data preparation or
+  compilation), raising a ConfigError that names the field. Runs before any work starts."""
+  for key in ("batch_size", "num_train_steps", "log_every_steps", "eval_batch_size",
+              "keep_checkpoints", "max_consecutive_nonfinite_steps"):
+    if int(config[key]) <= 0:
+      raise ConfigError(f"config.{key}={config[key]} must be positive")
+  if int(config.checkpoint_every_steps) < 0:
+    raise ConfigError(f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be "
+                      ">= 0 (0: only at the end)")
+  if config.batch_size % jax.process_count():
     raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
-                      f"{num_data} processes")
-  for name, block in config.evals.items():
-    if block.task not in evaluators.EVALUATORS:
-      raise ConfigError(f"config.evals.{name}.task={block.task!r} is not one of "
-                        f"{sorted(evaluators.EVALUATORS)}")
-  unknown = set(config.loss.weights) - {"text", "clinical", "graph"}
-  if unknown:
-    raise ConfigError(f"config.loss.weights has unknown streams {sorted(unknown)}")
-
-
-def make_loss_fn(loss_config: ml_collections.ConfigDict, mesh, data_axes):
-  """(model outputs, batch) -> (loss, terms), sharded over the batch axes of `mesh`."""
-  thresholds = {k: float(v) for k, v in loss_config.thresholds.items()}
-  weights = {k: float(v) for k, v in loss_config.weights.items()}
-
-  logit_bias = None if loss_config.logit_bias is None else float(loss_config.logit_bias)
-  softclip = loss_config.soft_labels == "softclip"
-  temperature = float(loss_config.softclip_temperature) if softclip else None
-
-  def loss_fn(outputs, batch):
-    return losses.sharded_clinic_loss(
-        outputs["image"], outputs["text"], batch["labels"], outputs["logit_scale"], mesh=mesh,
-        data_axes=data_axes, graph=outputs.get("graph"), neg_text=outputs.get("neg_text"),
-        neg_graph=outputs.get("neg_graph"), neg_labels=batch.get("neg_labels"),
-        thresholds=thresholds, weights=weights, mask_own_negative=loss_config.mask_own_negative,
-        loss_type=loss_config.loss_type, logit_bias=logit_bias,
-        soft_labels=loss_config.soft_labels, softclip_temperature=temperature)
-  return loss_fn
-
-
-def pipeline_extras(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What the batches must carry beyond image + report: hard negatives, padded report graphs."""
-  graphs = None
-  if config.model.graph.enabled:
-    graphs = {k: int(config.model.graph[k]) for k in ("max_nodes", "max_edges", "max_node_tokens")}
-  return dict(with_negatives=bool(config.loss.hard_negatives), graphs=graphs)
+                      f"{jax.process_count()} processes")
+  if config.data.name not in input_pipeline.DATASETS:
+    raise ConfigError(f"config.data.name={config.data.name!r} is not a known dataset; choose "
+                      f"one of {sorted(input_pipeline.DATASETS)}")
+  input_pipeline.check_data_config(config.data)
+  losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
+  clip_lib.check_model_config(config.model, max_text_length=int(config.data.max_text_length))
+  state_lib.check_optimizer_config(config.optimizer, config.num_train_steps)
+  sharding.logical_rules(config.mesh)
+  evaluators.check_evals_config(config.evals)
 
 
 @dataclasses.dataclass
 class Setup:
-  """What training and evaluation share: mesh, data, model, optimiser, abstract state."""
+  """What training and evaluation share: mesh, data, model, loss, optimiser, initial state."""
   mesh: Any
+  rules: tuple[tuple[str, str | None], ...]  # logical -> mesh axis rules
   data_axes: tuple[str, ...]
   batch_sharding: Any
   dataset: input_pipeline.Dataset
+  batch_spec: batch_lib.BatchSpec
+  loss_spec: losses.LossSpec
   model: Any
   schedule: Any
   state: state_lib.TrainState  # freshly initialised (or restored later)
@@ -84,10 +63,20 @@ class Setup:
   data_seed: int
   train_rng: jax.Array
 
+  def make_loss_fn(self):
+    """(model outputs, batch) -> (loss, terms), sharded over the batch axes of the mesh."""
+    return functools.partial(losses.sharded_clinic_loss, spec=self.loss_spec, mesh=self.mesh,
+                             data_axes=self.data_axes)
+
+  def eval_batch_spec(self) -> batch_lib.BatchSpec:
+    """Evaluation batches: images and reports only (no hard negatives, no graphs)."""
+    return dataclasses.replace(self.batch_spec, negatives=False, graph=None)
+
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
   """Builds the mesh, prepares the data, and creates the sharded initial state."""
   validate_config(config)
+  loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
   logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(),
@@ -102,11 +91,11 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
   schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
   tx = state_lib.create_optimizer(config.optimizer, schedule)
-  dummy = input_pipeline.dummy_batch(config.data, batch_size=1, **pipeline_extras(config))
+  batch_spec = batch_lib.BatchSpec.from_config(config, num_classes=len(dataset.class_names))
+  dummy = batch_spec.zeros(1)
 
   def init_params(key):
-    return model.init({"params": key, "dropout": key},
-                      **train_step.model_inputs(dummy), train=False)["params"]
+    return model.init({"params": key, "dropout": key}, dummy, train=False)["params"]
 
   load_pretrained = None
   if config.model.image.init or config.model.text.init:
@@ -115,17 +104,24 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
       init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
   logging.info("Model has %.2fM parameters.", num_params / 1e6)
-  return Setup(mesh=mesh, data_axes=sharding.data_axes(config.mesh),
+  return Setup(mesh=mesh, rules=rules, data_axes=sharding.data_axes(config.mesh),
                batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
-               model=model, schedule=schedule, state=state, state_shardings=state_shardings,
-               data_seed=data_seed, train_rng=train_rng)
+               batch_spec=batch_spec, loss_spec=loss_spec, model=model, schedule=schedule,
+               state=state, state_shardings=state_shardings, data_seed=data_seed,
+               train_rng=train_rng)
 
 
-def make_runner(config: ml_collections.ConfigDict, dataset) -> evaluators.Runner:
+def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runner:
   return evaluators.Runner(
       config.evals, dataset=config.data.name, seed=config.eval_seed,
-      iterate_split=functools.partial(dataset.iterate_split, batch_size=config.eval_batch_size),
-      split_metadata=dataset.split_metadata)
+      iterate_split=functools.partial(s.dataset.iterate_split, spec=s.eval_batch_spec(),
+                                      batch_size=config.eval_batch_size),
+      split_metadata=s.dataset.split_metadata)
+
+
+def make_embedder(config: ml_collections.ConfigDict, s: Setup) -> Embedder:
+  return Embedder(s.model, s.dataset.tokenizer, eval_batch_size=config.eval_batch_size,
+                  max_text_length=config.data.max_text_length)
 
 
 def _checkpointer(config, workdir: str, **kwargs) -> checkpointing.Checkpointer:
@@ -135,8 +131,59 @@ def _checkpointer(config, workdir: str, **kwargs) -> checkpointing.Checkpointer:
       **kwargs)
 
 
+class _NonFiniteWatch:
+  """Counts consecutive skipped (non-finite) steps, reading each step's flag one step late so the
+  host never waits for the device inside the loop."""
+
+  def __init__(self, limit: int):
+    self.limit = int(limit)
+    self.consecutive = 0
+    self._pending = None  # (step, finite flag, terms) of the last dispatched step
+
+  def push(self, step: int, info: dict[str, Any]) -> tuple[int, dict[str, float]] | None:
+    """Records step `step`; returns (step, terms) of a step that hit the limit, else None."""
+    previous, self._pending = self._pending, (step, info["finite"], info["terms"])
+    return None if previous is None else self._check(*previous)
+
+  def flush(self) -> tuple[int, dict[str, float]] | None:
+    previous, self._pending = self._pending, None
+    return None if previous is None else self._check(*previous)
+
+  def _check(self, step, finite, terms):
+    if bool(finite):
+      self.consecutive = 0
+      return None
+    self.consecutive += 1
+    logging.warning("Step %d skipped: the loss or its gradients are not finite.", step)
+    if self.consecutive < self.limit:
+      return None
+    return step, {k: float(v) for k, v in terms.items()}
+
+
+def _nonfinite_error(step: int, terms: dict[str, float], limit: int,
+                     ckpt: checkpointing.Checkpointer) -> NonFiniteError:
+  bad = sorted(k for k, v in terms.items() if not np.isfinite(v)) or ["none (the gradients)"]
+  steps = ckpt.all_steps()
+  last = (f"the last good checkpoint is step {steps[-1]} in {ckpt.directory}" if steps
+          else "there is no checkpoint yet")
+  return NonFiniteError(
+      f"training stopped at step {step}: {limit} consecutive steps had a non-finite loss or "
+      f"gradient (non-finite loss terms: {', '.join(bad)}); {last}. Lower "
+      "config.optimizer.learning_rate or check the data, then rerun to resume from it.")
+
+
+@jax.jit
+def _add_terms(total, terms, finite):
+  """Running sums of the loss terms over finite steps (one dispatch per step)."""
+  return jax.tree.map(lambda t, x: t + jnp.where(finite, x, 0.0), total, terms)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the latest checkpoint in `workdir`), then evaluates.
+
+  TensorBoard gets, every config.log_every_steps: train/loss, train/learning_rate,
+  train/logit_scale, train/grad_norm, train/skipped_steps (steps skipped since the last log line)
+  and train/loss_terms/<PAIR>/<stream> (each weighted loss term, averaged like the total).
 
   Returns:
     The final evaluation results {"<task>/<dataset>/<metric>": Metric}, or {} when training
@@ -151,7 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_iter = input_pipeline.create_train_iterator(
       config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
-      global_batch_size=config.batch_size, seed=s.data_seed, **pipeline_extras(config))
+      spec=s.batch_spec, class_names=s.dataset.class_names, global_batch_size=config.batch_size,
+      seed=s.data_seed)
   ckpt = _checkpointer(config, workdir)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
@@ -160,33 +208,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt.install_preemption_handler()
   initial_step = int(state.step)
 
-  loss_fn = make_loss_fn(config.loss, mesh, s.data_axes)
   p_train_step = jax.jit(
-      functools.partial(train_step.train_step, model=s.model, loss_fn=loss_fn,
+      functools.partial(train_step.train_step, model=s.model, loss_fn=s.make_loss_fn(),
                         schedule=s.schedule),
       in_shardings=(state_shardings, s.batch_sharding, None),
       out_shardings=(state_shardings, None, None),
       donate_argnums=(0,))
-  runner = make_runner(config, s.dataset)
-  embedder = Embedder(s.model, s.dataset.tokenizer, config)
+  runner = make_runner(config, s)
+  embedder = make_embedder(config, s)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps)
+  watch = _NonFiniteWatch(config.max_consecutive_nonfinite_steps)
   train_rng, data_axes = s.train_rng, s.data_axes
 
   logging.info("Training from step %d to %d.", initial_step, config.num_train_steps)
-  train_metrics = None
+  train_metrics, term_sums = None, None
   last_step = config.num_train_steps
-  with mesh:
+  with mesh, nn.logical_axis_rules(s.rules):
     for step in range(initial_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
-        state, metrics, _ = p_train_step(state, batch, train_rng)
+        state, metrics, info = p_train_step(state, batch, train_rng)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
+      if term_sums is None:
+        term_sums = jax.tree.map(jnp.zeros_like, info["terms"])
+      term_sums = _add_terms(term_sums, info["terms"], info["finite"])
+      diverged = watch.push(step, info)
+      if diverged is None and step == last_step:
+        diverged = watch.flush()
+      if diverged is not None:
+        ckpt.wait_until_finished()
+        writer.flush()
+        raise _nonfinite_error(*diverged, config.max_consecutive_nonfinite_steps, ckpt)
       report_progress(step)
       if step % config.log_every_steps == 0 or step == last_step:
-        scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
-        writer.write_scalars(step, scalars)
-        train_metrics = None
+        writer.write_scalars(step, _train_scalars(train_metrics, term_sums))
+        train_metrics, term_sums = None, None
       preempted = ckpt.reached_preemption(step)
       if ckpt.should_save(step, last_step) or preempted:
         with report_progress.timed("checkpoint"):
@@ -213,6 +270,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
+def _train_scalars(train_metrics: train_step.TrainMetrics,
+                   term_sums: dict[str, jax.Array]) -> dict[str, float]:
+  """The TensorBoard scalars of one log interval (see train_and_evaluate)."""
+  values = train_metrics.compute()
+  finite_steps = int(train_metrics.loss.count)
+  scalars = {f"train/{k}": float(v) for k, v in values.items() if k != "skipped_steps"}
+  scalars["train/skipped_steps"] = float(train_metrics.skipped_steps.total)
+  for name, total in term_sums.items():
+    scalars[f"train/loss_terms/{name}"] = float(total) / max(finite_steps, 1)
+  return scalars
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, Any]:
   """Evaluates the checkpoint at `step` (latest complete by default) with every config.evals task.
@@ -223,9 +292,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   ckpt = _checkpointer(config, workdir, save_data_iterator=False)
   step, state = ckpt.restore_state(s.state, step)
   logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)
-  runner = make_runner(config, s.dataset)
-  embedder = Embedder(s.model, s.dataset.tokenizer, config)
-  with s.mesh:
+  runner = make_runner(config, s)
+  embedder = make_embedder(config, s)
+  with s.mesh, nn.logical_axis_rules(s.rules):
     results = runner.run(step, **embedder.bind(state.params), only_due=False)
   ckpt.close()
   if jax.process_index() == 0:
@@ -249,36 +318,3 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
         out[name] = value
   visit("", config)
   return out
-
-
-class Embedder:
-  """Jitted image and text embedding for the evaluators, with host-side batching of texts."""
-
-  def __init__(self, model, tokenizer, config):
-    self._tokenizer = tokenizer
-    self._config = config
-    self._images = jax.jit(functools.partial(train_step.embed_images, model=model))
-    self._texts = jax.jit(functools.partial(train_step.embed_texts, model=model))
-    self._scale = jax.jit(lambda params: model.apply({"params": params},
-                                                     method=model.logit_scale))
-
-  def bind(self, params):
-    """Returns the callables the evaluator runner takes, for these parameters."""
-    return dict(
-        embed_images=lambda images: np.asarray(self._images(params, jnp.asarray(images))),
-        embed_texts=functools.partial(self._embed_texts, params),
-        logit_scale=float(self._scale(params)))
-
-  def _embed_texts(self, params, texts):
-    batch = self._config.eval_batch_size
-    out = []
-    for start in range(0, len(texts), batch):
-      chunk = list(texts[start:start + batch])
-      n = len(chunk)
-      chunk += [""] * (batch - n)  # static shapes: one compilation
-      tokens = self._tokenizer(chunk, padding="max_length", truncation=True,
-                               max_length=self._config.data.max_text_length, return_tensors="np")
-      emb = self._texts(params, jnp.asarray(tokens["input_ids"], jnp.int32),
-                        jnp.asarray(tokens["attention_mask"], jnp.int32))
-      out.append(np.asarray(emb)[:n])
-    return np.concatenate(out, axis=0) if out else np.zeros((0, self._config.model.embed_dim))

@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype; parameters stay float32
       remat=False,      # rematerialise each transformer block in the backward pass
       projection="linear",
-      image=dict(name="swin", patch_size=4, in_channels=1, embed_dim=96, depths=(2, 2, 6, 2),
+      image=dict(name="swin", patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, drop_path_rate=0.1,
                  init=""),
       text=dict(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12,
@@ -107,7 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   # The training objective. With every threshold >= 1 and only the text stream weighted, this is
-  # plain InfoNCE (CLIP). ../shared/METHOD.md fixes the mathematics.
+  # plain InfoNCE (CLIP). docs/METHOD.md fixes the mathematics.
   config.loss = ml_collections.ConfigDict(dict(
       loss_type="softmax",  # "softmax" (KL to soft targets) or "sigmoid" (SigLIP-style)
       thresholds=dict(text=INFONCE_THRESHOLD, clinical=INFONCE_THRESHOLD,
@@ -131,6 +131,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
   config.keep_checkpoints = 3
   config.async_checkpointing = True
+  # A step whose loss or gradients are not finite is skipped (train/skipped_steps); this many in a
+  # row stop the run, naming the step and the last good checkpoint.
+  config.max_consecutive_nonfinite_steps = 10
 
   # Mesh: named axes and sizes (-1 = all remaining devices). The rules map the models' logical
   # axis names to mesh axes (None = replicated). Data parallelism by default.

@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
   config.data.image_size = 128
   config.data.max_text_length = 64
   config.model.embed_dim = 128
-  config.model.image.update(dict(patch_size=8, in_channels=1, embed_dim=64, depths=(2, 2, 2),
+  config.model.image.update(dict(patch_size=8, embed_dim=64, depths=(2, 2, 2),
                                  num_heads=(2, 4, 8), window_size=4, drop_path_rate=0.0))
   config.model.text.update(dict(hidden_size=128, num_layers=2, num_heads=2,
                                 intermediate_size=256, max_position_embeddings=64, pooling="mean",

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None):
   model = config.model
   model.embed_dim = 512
   model.projection = "mlp"
-  model.image.update(dict(patch_size=4, in_channels=3, embed_dim=96, depths=(2, 2, 6, 2),
+  model.image.update(dict(patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                           num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1,
                           init=SWIN_T))
   model.text.update(dict(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12,

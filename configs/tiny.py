@@ -17,7 +17,7 @@ def get_config(arg: str | None = None):
   config.data.image_size = 64
   config.data.max_text_length = 32
   config.model.embed_dim = 16
-  config.model.image.update(dict(patch_size=8, in_channels=1, embed_dim=16, depths=(1, 1),
+  config.model.image.update(dict(patch_size=8, embed_dim=16, depths=(1, 1),
                                  num_heads=(2, 2), window_size=4, drop_path_rate=0.0))
   config.model.text.update(dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                                 max_position_embeddings=32, dropout=0.0))

@@ -1,71 +1,38 @@
 """The method's extra inputs of an example: its hard-negative report and its report graphs.
 
-Added to an example (Grain stacks them into a batch [b, ...]) when asked for:
+Added to an example when the batch spec asks for them (clipmed/batch.py owns the field names and
+shapes):
 
-  with_negatives:
-    neg_input_ids       int32   [L]   the hard-negative report, tokenised like the report
-    neg_attention_mask  int32   [L]
-    neg_labels          float32 [14]  its clinical vector (not L2-normalised, same U-ones rule as
-                                      `labels`)
-  graphs (a GraphBudget):
-    graph_*             the report graph as input_pipeline/graphs.py arrays (node_tokens,
-                        node_token_mask [N, T], node_types [N], senders, receivers, edge_types [E],
-                        n_node, n_edge [2])
-    neg_graph_*         the same for the hard negative (with_negatives only)
+  negative   {input_ids, attention_mask int32 [L], labels float32 [K]}: the hard-negative report,
+             tokenised like the report, and its clinical vector (same U-ones rule as `labels`)
+  graph      the report graph as padded arrays (input_pipeline/graphs.py), and
+  negative.graph  the same for the hard negative
 
-The dataset supplies them precomputed (SynthCXR >= 1.2.0, clipmed.report.pipeline.FIELDS): graph
-and neg_graph are JSON {"nodes": [[text, type]...], "edges": [[src, dst, relation]...]}; the report
-graph is that of report_clean (the same findings as report, one per sentence).
+The dataset supplies them precomputed (clipmed.report.processing.FIELDS): graph and neg_graph are
+JSON {"nodes": [[text, type]...], "edges": [[src, dst, relation]...]}; the report graph is that of
+report_clean (the same findings as report, one per sentence).
 
-Studies without a hard negative (neg_source "none"). SynthCXR gives every study one except in
-tiny splits without a single-entity report to borrow (input_pipeline/synthcxr/processing.py).
-Such a study gets an *easy* negative: the empty report ([CLS] [SEP]), the empty graph and an
-all-zero label vector. It is an extra column that no row is similar to (the clinical stream of an
-all-zero vector is zero), unlike a copy of the report itself, which would compete with the
-positive for the same probability mass.
+Studies without a hard negative (neg_source "none"): rare in real-sized splits, see
+input_pipeline/synthcxr/processing.py. Such a study gets an *easy* negative: the empty report
+([CLS] [SEP]), the empty graph and an all-zero label vector. It is an extra column that no row is
+similar to (the clinical stream of an all-zero vector is zero), unlike a copy of the report itself,
+which would compete with the positive for the same probability mass.
 """
 
 from collections.abc import Callable, Mapping
-import dataclasses
 import json
 from typing import Any
 
 import numpy as np
 import tokenizers
 
+from clipmed import errors
+from clipmed import batch as batch_lib
 from clipmed.report import chexpert
 from input_pipeline import graphs as graphs_lib
 
-GRAPH_PREFIX = "graph_"
-NEG_GRAPH_PREFIX = "neg_graph_"
 NO_NEGATIVE = "none"
 _EMPTY_GRAPH = {"nodes": [], "edges": []}
-
-
-@dataclasses.dataclass(frozen=True)
-class GraphBudget:
-  """Static graph sizes (config.model.graph.max_nodes / max_edges / max_node_tokens)."""
-  max_nodes: int
-  max_edges: int
-  max_node_tokens: int
-
-  @classmethod
-  def from_config(cls, graphs: Mapping[str, Any] | None) -> "GraphBudget | None":
-    """From a mapping holding the three sizes (other keys, e.g. `enabled`, are ignored)."""
-    if graphs is None:
-      return None
-    if isinstance(graphs, GraphBudget):
-      return graphs
-    try:
-      budget = cls(max_nodes=int(graphs["max_nodes"]), max_edges=int(graphs["max_edges"]),
-                   max_node_tokens=int(graphs["max_node_tokens"]))
-    except KeyError as err:
-      raise KeyError(f"graphs= needs max_nodes, max_edges and max_node_tokens (pass "
-                     f"config.model.graph); {err.args[0]!r} is missing") from None
-    if budget.max_nodes < 2 or budget.max_edges < 1 or budget.max_node_tokens < 1:
-      raise ValueError(f"config.model.graph needs max_nodes >= 2, max_edges >= 1 and "
-                       f"max_node_tokens >= 1, got {budget}")
-    return budget
 
 
 class NodeTokenizer:
@@ -118,10 +85,11 @@ def _field(example: Mapping[str, Any], name: str, split: str, purpose: str) -> A
   try:
     return example[name]
   except KeyError:
-    raise KeyError(
+    raise errors.DataError(
         f"an example of split {split!r} has no {name!r} field, needed for {purpose} (fields: "
-        f"{sorted(example)}). Build the dataset with report processing (SynthCXR >= 1.2.0: "
-        f"prepare() it again with the current code) or turn {purpose} off.") from None
+        f"{sorted(example)}). Prepare the dataset with the current code (python -m "
+        f"input_pipeline.prepare), which adds the report processing, or turn {purpose} off."
+    ) from None
 
 
 def has_negative(example: Mapping[str, Any], split: str) -> bool:
@@ -130,25 +98,28 @@ def has_negative(example: Mapping[str, Any], split: str) -> bool:
 
 
 def negative_fields(example: Mapping[str, Any], tokenize: Callable[[str], tuple[Any, Any]], *,
-                    uncertain_as: float, split: str) -> dict[str, np.ndarray]:
-  """neg_input_ids, neg_attention_mask int32 [L] and neg_labels float32 [14] of one example.
+                    class_names: tuple[str, ...], uncertain_as: float,
+                    split: str) -> dict[str, np.ndarray]:
+  """The `negative` report fields of one example: input_ids, attention_mask [L], labels [K].
 
   Args:
     example: a dataset row with neg_report, neg_labels and neg_source.
     tokenize: the report tokenizer, text -> (ids [L], mask [L]) (transforms.TextTokenizer).
+    class_names: the dataset's K label classes.
     uncertain_as: value of uncertain mentions in the clinical vector (config.data.uncertain_as).
     split: split name, for messages.
   """
   if has_negative(example, split):
     text = as_text(_field(example, "neg_report", split, "hard negatives"))
     raw = np.asarray(_field(example, "neg_labels", split, "hard negatives"), np.float32)
-    labels = chexpert.clinical_vector(raw, uncertain_as=uncertain_as, normalize=False)
+    labels = chexpert.clinical_vector(raw, class_names=class_names, uncertain_as=uncertain_as,
+                                      normalize=False)
   else:
-    text, labels = "", np.zeros((chexpert.NUM_CATEGORIES,), np.float32)
+    text, labels = "", np.zeros((len(class_names),), np.float32)
   ids, mask = tokenize(text)
-  return {"neg_input_ids": np.asarray(ids, np.int32),
-          "neg_attention_mask": np.asarray(mask, np.int32),
-          "neg_labels": np.asarray(labels, np.float32)}
+  return {batch_lib.INPUT_IDS: np.asarray(ids, np.int32),
+          batch_lib.ATTENTION_MASK: np.asarray(mask, np.int32),
+          batch_lib.LABELS: np.asarray(labels, np.float32)}
 
 
 def _parse_graph(value: Any, *, field: str, study_id: str, split: str) -> dict[str, Any]:
@@ -156,67 +127,30 @@ def _parse_graph(value: Any, *, field: str, study_id: str, split: str) -> dict[s
   try:
     graph = json.loads(text) if text else _EMPTY_GRAPH
   except json.JSONDecodeError as err:
-    raise ValueError(f"study {study_id!r} in split {split!r}: field {field!r} is not a JSON "
-                     f"report graph ({err}); rebuild the dataset.") from None
+    raise errors.DataError(f"study {study_id!r} in split {split!r}: field {field!r} is not a JSON "
+                           f"report graph ({err}); rebuild the dataset.") from None
   if not isinstance(graph, dict) or "nodes" not in graph or "edges" not in graph:
-    raise ValueError(f"study {study_id!r} in split {split!r}: field {field!r} must be a JSON "
-                     "object with 'nodes' and 'edges'; rebuild the dataset.")
+    raise errors.DataError(f"study {study_id!r} in split {split!r}: field {field!r} must be a JSON "
+                           "object with 'nodes' and 'edges'; rebuild the dataset.")
   return graph
 
 
-def graph_fields(example: Mapping[str, Any], node_tokenize: Callable[[str], Any],
-                 budget: GraphBudget, *, with_negatives: bool, study_id: str,
+def graph_arrays(example: Mapping[str, Any], node_tokenize: Callable[[str], Any],
+                 budget: batch_lib.GraphBudget, *, negative: bool, study_id: str,
                  split: str) -> dict[str, np.ndarray]:
-  """graph_* (and neg_graph_* when with_negatives) padded arrays of one example.
+  """The padded `graph` arrays of one example's report (or, with negative=True, its negative).
 
   Graphs larger than the budget are truncated (graphs.graph_example); the default SynthCXR build
   fits the default budget (at most 44 nodes and 24 edges per graph, against 47 and 32).
   """
-  sizes = dict(max_nodes=budget.max_nodes, max_edges=budget.max_edges,
-               max_node_tokens=budget.max_node_tokens)
-  graph = _parse_graph(_field(example, "graph", split, "report graphs"), field="graph",
-                       study_id=study_id, split=split)
-  out = graphs_lib.graph_example(graph, node_tokenize, prefix=GRAPH_PREFIX,
-                                 where=f"study {study_id!r} in split {split!r}, report graph",
-                                 **sizes)
-  if with_negatives:
-    if has_negative(example, split):
-      neg = _parse_graph(_field(example, "neg_graph", split, "report graphs"),
-                         field="neg_graph", study_id=study_id, split=split)
-    else:
-      neg = _EMPTY_GRAPH
-    out.update(graphs_lib.graph_example(
-        neg, node_tokenize, prefix=NEG_GRAPH_PREFIX,
-        where=f"study {study_id!r} in split {split!r}, hard-negative graph", **sizes))
-  return out
-
-
-def empty_graph_fields(budget: GraphBudget, batch_size: int, prefix: str) -> dict[str, np.ndarray]:
-  """A batch of empty padded graphs [batch_size, ...] (for dummy batches)."""
-  n, e, t = budget.max_nodes, budget.max_edges, budget.max_node_tokens
-  arrays = {
-      "node_tokens": np.zeros((batch_size, n, t), np.int32),
-      "node_token_mask": np.zeros((batch_size, n, t), np.int32),
-      "node_types": np.zeros((batch_size, n), np.int32),
-      "senders": np.zeros((batch_size, e), np.int32),
-      "receivers": np.zeros((batch_size, e), np.int32),
-      "edge_types": np.zeros((batch_size, e), np.int32),
-      "n_node": np.tile(np.array([[0, n]], np.int32), (batch_size, 1)),
-      "n_edge": np.tile(np.array([[0, e]], np.int32), (batch_size, 1)),
-  }
-  return {prefix + k: v for k, v in arrays.items()}
-
-
-def dummy_fields(*, batch_size: int, max_text_length: int, with_negatives: bool,
-                 graphs: GraphBudget | None) -> dict[str, np.ndarray]:
-  """The extra keys of a dummy batch, with the shapes and dtypes of real ones."""
-  out = {}
-  if with_negatives:
-    out.update(neg_input_ids=np.zeros((batch_size, max_text_length), np.int32),
-               neg_attention_mask=np.ones((batch_size, max_text_length), np.int32),
-               neg_labels=np.zeros((batch_size, chexpert.NUM_CATEGORIES), np.float32))
-  if graphs is not None:
-    out.update(empty_graph_fields(graphs, batch_size, GRAPH_PREFIX))
-    if with_negatives:
-      out.update(empty_graph_fields(graphs, batch_size, NEG_GRAPH_PREFIX))
-  return out
+  field = "neg_graph" if negative else "graph"
+  if negative and not has_negative(example, split):
+    graph = _EMPTY_GRAPH
+  else:
+    graph = _parse_graph(_field(example, field, split, "report graphs"), field=field,
+                         study_id=study_id, split=split)
+  what = "hard-negative graph" if negative else "report graph"
+  return graphs_lib.graph_example(
+      graph, node_tokenize, max_nodes=budget.max_nodes, max_edges=budget.max_edges,
+      max_node_tokens=budget.max_node_tokens, where=f"study {study_id!r} in split {split!r}, "
+                                                    f"{what}")

@@ -7,18 +7,8 @@ here (ids only, no special tokens, at most `max_node_tokens`); the encoder embed
 Padding happens here, never under jit: every example becomes one jraph GraphsTuple of numpy arrays
 holding the real graph (graph 0) plus jraph's padding graph (graph 1) that owns the remaining
 node and edge slots (`pad_graphs`), and `graph_example` flattens it into a dict of arrays with
-static shapes. Grain stacks those into a batch:
-
-  {prefix}node_tokens      int32 [B, max_nodes, max_node_tokens]   token ids (0 where masked)
-  {prefix}node_token_mask  int32 [B, max_nodes, max_node_tokens]   1 for real tokens
-  {prefix}node_types       int32 [B, max_nodes]                    index into NODE_TYPES
-  {prefix}senders          int32 [B, max_edges]                    node index in the example
-  {prefix}receivers        int32 [B, max_edges]
-  {prefix}edge_types       int32 [B, max_edges]                    index into RELATIONS
-  {prefix}n_node           int32 [B, 2]      [real nodes, padding nodes] (sum = max_nodes)
-  {prefix}n_edge           int32 [B, 2]      [real edges, padding edges] (sum = max_edges)
-
-with prefix "graph_" for the report and "neg_graph_" for its hard negative. jraph's padding graph
+static shapes, the `graph` fields of clipmed/batch.py (GRAPH_FIELDS); Grain stacks them into a
+batch [B, ...]. jraph's padding graph
 needs at least one node, so at most max_nodes - 1 real nodes fit; larger graphs are truncated
 (nodes past the budget, the edges touching them, then edges past max_edges), and
 `graph_example(..., return_truncated=True)` reports it so the pipeline can count it.
@@ -34,8 +24,6 @@ NODE_TYPES = ("ANAT-DP", "OBS-DP", "OBS-U", "OBS-DA")
 RELATIONS = ("located_at", "modify", "suggestive_of")
 NODE_TYPE_INDEX = {name: i for i, name in enumerate(NODE_TYPES)}
 RELATION_INDEX = {name: i for i, name in enumerate(RELATIONS)}
-ARRAY_KEYS = ("node_tokens", "node_token_mask", "node_types", "senders", "receivers",
-              "edge_types", "n_node", "n_edge")
 
 Tokenize = Callable[[str], Sequence[int]]
 
@@ -139,7 +127,7 @@ def pad_graphs(graphs: Sequence[jraph.GraphsTuple], max_nodes: int,
 
 
 def graph_example(graph: Any, tokenize: Tokenize, *, max_nodes: int, max_edges: int,
-                  max_node_tokens: int, prefix: str = "graph_", where: str = "report graph",
+                  max_node_tokens: int, where: str = "report graph",
                   return_truncated: bool = False):
   """One report graph -> the dict of static-shape arrays described in the module docstring.
 
@@ -147,12 +135,12 @@ def graph_example(graph: Any, tokenize: Tokenize, *, max_nodes: int, max_edges: 
     graph: the report graph.
     tokenize: node text -> token ids (`node_tokenizer(tokenizer)`).
     max_nodes, max_edges, max_node_tokens: the static budget (config.model.graph).
-    prefix: key prefix, "graph_" or "neg_graph_".
     where: names the graph in error messages.
     return_truncated: also return whether the graph was cut to fit the budget.
 
   Returns:
-    dict prefix + key -> array (and the truncated flag when asked).
+    {name: int32 array} for every name of clipmed.batch.GRAPH_FIELDS (and the truncated flag
+    when asked).
   """
   single, truncated = to_graphs_tuple(graph, tokenize, max_node_tokens=max_node_tokens,
                                       max_nodes=max_nodes - 1, max_edges=max_edges, where=where)
@@ -162,19 +150,20 @@ def graph_example(graph: Any, tokenize: Tokenize, *, max_nodes: int, max_edges: 
       "node_types": padded.nodes["types"], "senders": padded.senders,
       "receivers": padded.receivers, "edge_types": padded.edges["types"],
       "n_node": padded.n_node, "n_edge": padded.n_edge}
-  out = {prefix + k: np.asarray(v, np.int32) for k, v in arrays.items()}
+  out = {k: np.asarray(v, np.int32) for k, v in arrays.items()}
   return (out, truncated) if return_truncated else out
 
 
-def stack_examples(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Stacks per-example dicts into a batch dict (what Grain's batching does), for tests/evals."""
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+def stack_examples(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Stacks per-example (nested) dicts into a batch (what Grain's batching does), for tests."""
+  return {k: stack_examples([e[k] for e in examples]) if isinstance(v, Mapping)
+          else np.stack([e[k] for e in examples]) for k, v in examples[0].items()}
 
 
 def graph_batch(graphs: Sequence[Any], tokenize: Tokenize, *, max_nodes: int, max_edges: int,
-                max_node_tokens: int, prefix: str = "graph_") -> dict[str, np.ndarray]:
+                max_node_tokens: int) -> dict[str, np.ndarray]:
   """Report graphs -> a batch dict [B, ...] (graph_example on each, then stack)."""
   return stack_examples([
       graph_example(g, tokenize, max_nodes=max_nodes, max_edges=max_edges,
-                    max_node_tokens=max_node_tokens, prefix=prefix, where=f"report graph {i}")
+                    max_node_tokens=max_node_tokens, where=f"report graph {i}")
       for i, g in enumerate(graphs)])

@@ -10,9 +10,9 @@ holds rows p, p + P, ... of it). Batching happens in the MapDataset, so each Gra
 builds whole batches and the stream does not depend on data.worker_count either (the iterator
 *state* does: restore with the worker_count it was saved with).
 
-Extra inputs of the method (input_pipeline/extras.py): with_negatives=True adds each study's hard
-negative (neg_input_ids, neg_attention_mask, neg_labels) and graphs=config.model.graph adds the
-padded report graphs (graph_*, and neg_graph_* with negatives), built on the host per example.
+Batches are nested dicts with the fields of a clipmed.batch.BatchSpec: the hard negatives and the
+padded report graphs of the method (input_pipeline/extras.py) are added when the spec asks for
+them, built on the host per example.
 
 Evaluation: `iterate_split` walks a split in order without augmentation and pads the last batch to
 full size with a `valid` mask, so eval steps keep one static shape.
@@ -33,13 +33,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from input_pipeline import extras
+from clipmed import batch as batch_lib
+from clipmed import errors
 from input_pipeline import transforms
 
-# Reader threads and prefetched batches per process when config.data does not set
-# `read_threads` / `read_buffer_size`. Two threads match the 2-core demo machine.
-DEFAULT_READ_THREADS = 2
-DEFAULT_READ_BUFFER_SIZE = 4
 _METADATA_CHUNK = 256
 
 
@@ -76,9 +73,8 @@ def _derive_seeds(seed: int) -> tuple[int, int]:
 
 
 def _read_options(data_config: Any) -> grain.ReadOptions:
-  return grain.ReadOptions(
-      num_threads=int(data_config.get("read_threads", DEFAULT_READ_THREADS)),
-      prefetch_buffer_size=int(data_config.get("read_buffer_size", DEFAULT_READ_BUFFER_SIZE)))
+  return grain.ReadOptions(num_threads=int(data_config.read_threads),
+                           prefetch_buffer_size=int(data_config.read_buffer_size))
 
 
 def _text_tokenizer(tokenizer: Any, data_config: Any) -> transforms.TextTokenizer:
@@ -106,56 +102,50 @@ def _check_flags_parsed() -> None:
         "config.data.worker_count=0.")
 
 
-def _example_spec(data_config: Any, *, split: str, train: bool, with_negatives: bool,
-                  graphs: Mapping[str, Any] | None) -> transforms.ExampleSpec:
-  spec = transforms.ExampleSpec.from_config(data_config, split=split, train=train,
-                                            with_negatives=with_negatives, graphs=graphs)
-  if spec.with_negatives and spec.text_field != "report_clean":
+def _example_spec(data_config: Any, spec: batch_lib.BatchSpec, class_names: Sequence[str], *,
+                  split: str, train: bool) -> transforms.ExampleSpec:
+  example = transforms.ExampleSpec.from_config(data_config, spec, split=split, train=train,
+                                               class_names=tuple(class_names))
+  if spec.negatives and example.text_field != "report_clean":
     logging.warning(
         "Hard negatives are cleaned reports (one finding per sentence, no section headers) but "
         "the training text is config.data.text_field=%r: the model can tell them apart by their "
-        "form alone. Consider config.data.text_field='report_clean'.", spec.text_field)
-  return spec
+        "form alone. Consider config.data.text_field='report_clean'.", example.text_field)
+  return example
 
 
 def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
+                          spec: batch_lib.BatchSpec, class_names: Sequence[str],
                           global_batch_size: int, seed: int, process_index: int | None = None,
-                          process_count: int | None = None, with_negatives: bool = False,
-                          graphs: Mapping[str, Any] | None = None) -> grain.DatasetIterator:
+                          process_count: int | None = None) -> grain.DatasetIterator:
   """Creates the infinite, checkpointable training iterator of this process.
 
   Args:
     data_config: config.data (image_size, channels, mean, std, max_text_length, uncertain_as,
-      augment, worker_count, worker_buffer_size; optional read_threads, read_buffer_size).
-    source: random-access source of SynthCXR-feature examples (a TFDS ArrayRecord data source or
-      any sequence of dicts).
+      text_field, augment, worker_count, worker_buffer_size, read_threads, read_buffer_size).
+    source: random-access source of prepared examples (a TFDS ArrayRecord data source or any
+      sequence of dicts with the fields of input_pipeline/datasets.py).
     tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
+    spec: the batch to produce (clipmed/batch.py); spec.negatives needs the report-processing
+      fields neg_report, neg_labels, neg_source (and neg_graph with spec.graph).
+    class_names: the dataset's label classes (spec.num_classes of them).
     global_batch_size: examples per step over all processes.
     seed: pipeline seed (shuffle order and augmentation).
     process_index: this process's index; defaults to jax.process_index().
     process_count: number of processes; defaults to jax.process_count().
-    with_negatives: add each study's hard-negative report (the source needs the report-processing
-      fields neg_report, neg_labels, neg_source, neg_graph).
-    graphs: None, or the graph budget (max_nodes, max_edges, max_node_tokens; pass
-      config.model.graph) to add the padded report graphs (fields graph, neg_graph).
 
   Returns:
-    A grain.DatasetIterator of per-process batches with b = global_batch_size // process_count:
-    image float32 [b, H, W, C], input_ids int32 [b, L], attention_mask int32 [b, L],
-    labels float32 [b, 14] (clinical vector, not L2-normalised); with_negatives adds
-    neg_input_ids, neg_attention_mask int32 [b, L], neg_labels float32 [b, 14]; graphs adds the
-    graph_* arrays of input_pipeline/graphs.py [b, ...] (and neg_graph_* with negatives).
+    A grain.DatasetIterator of per-process batches of `spec` with
+    b = global_batch_size // process_count rows.
   """
   index, count = _process_index_and_count(process_index, process_count)
   if global_batch_size < 1 or global_batch_size % count:
-    raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the "
-                     f"process count {count}; change config.batch_size")
+    raise errors.ConfigError(f"global batch size {global_batch_size} must be a positive multiple "
+                             f"of the process count {count}; change config.batch_size")
   if len(source) == 0:
-    raise ValueError(f"the training source (split {split_name(source)!r}) is empty")
-  split = split_name(source)
-  spec = _example_spec(data_config, split=split, train=True, with_negatives=with_negatives,
-                       graphs=graphs)
-  transform = transforms.TrainTransform(spec, _text_tokenizer(tokenizer, data_config))
+    raise errors.DataError(f"the training source (split {split_name(source)!r}) is empty")
+  example = _example_spec(data_config, spec, class_names, split=split_name(source), train=True)
+  transform = transforms.TrainTransform(example, _text_tokenizer(tokenizer, data_config))
   shuffle_seed, augment_seed = _derive_seeds(seed)
 
   ds = grain.MapDataset.source(without_image_decoding(source))
@@ -172,19 +162,18 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
   return iter(iter_ds)
 
 
-def _pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+def _pad_batch(batch: dict[str, Any], batch_size: int) -> dict[str, Any]:
   """Pads a short batch to `batch_size` rows by repeating its last row; adds `valid` [B]."""
-  num = len(batch["labels"])
+  num = len(batch[batch_lib.IMAGE])
   valid = np.arange(batch_size) < num
   if num == batch_size:
-    return {**batch, "valid": valid}
+    return {**batch, batch_lib.VALID: valid}
   fill = np.minimum(np.arange(batch_size), num - 1)
-  return {**{k: v[fill] for k, v in batch.items()}, "valid": valid}
+  return {**jax.tree.map(lambda v: v[fill], batch), batch_lib.VALID: valid}
 
 
-def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, batch_size: int,
-                  with_negatives: bool = False,
-                  graphs: Mapping[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
+def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, spec: batch_lib.BatchSpec,
+                  class_names: Sequence[str], batch_size: int) -> Iterator[dict[str, Any]]:
   """Iterates a split once in source order, without augmentation, for evaluation.
 
   Every batch has exactly `batch_size` rows; the last one is padded with copies of its last example
@@ -192,44 +181,41 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, batch_size: 
 
   Args:
     data_config: config.data.
-    source: random-access source of SynthCXR-feature examples.
+    source: random-access source of prepared examples.
     tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
+    spec: the batch to produce; evaluation needs no hard negatives or graphs, so pass a spec
+      without them unless a caller wants them.
+    class_names: the dataset's label classes.
     batch_size: rows per batch (per process: every process sees the whole split).
-    with_negatives, graphs: as for create_train_iterator.
 
   Returns:
-    An iterator of dicts: image float32 [B, H, W, C], input_ids int32 [B, L],
-    attention_mask int32 [B, L], labels float32 [B, 14], valid bool [B], and the hard-negative
-    and graph fields when asked for.
+    An iterator of batches of `spec` plus `valid` bool [B].
   """
   if batch_size < 1:
-    raise ValueError(f"eval batch size must be positive, got {batch_size}")
+    raise errors.ConfigError(f"eval batch size must be positive, got {batch_size}")
   if len(source) == 0:
-    raise ValueError(f"the evaluation source (split {split_name(source)!r}) is empty")
-  spec = _example_spec(data_config, split=split_name(source), train=False,
-                       with_negatives=with_negatives, graphs=graphs)
-  transform = transforms.EvalTransform(spec, _text_tokenizer(tokenizer, data_config))
+    raise errors.DataError(f"the evaluation source (split {split_name(source)!r}) is empty")
+  example = _example_spec(data_config, spec, class_names, split=split_name(source), train=False)
+  transform = transforms.EvalTransform(example, _text_tokenizer(tokenizer, data_config))
   ds = grain.MapDataset.source(without_image_decoding(source)).map(transform)
   ds = ds.batch(batch_size, drop_remainder=False)
   iter_ds = ds.to_iter_dataset(_read_options(data_config))
   return (_pad_batch(batch, batch_size) for batch in iter_ds)
 
 
-def split_metadata(source: Any, *, text_field: str = "report") -> dict[str, Any]:
+def split_metadata(source: Any, *, text_field: str, num_classes: int) -> dict[str, Any]:
   """Reads the text fields of a split in order, without decoding images.
 
   Args:
-    source: random-access source of SynthCXR-feature examples.
+    source: random-access source of prepared examples.
     text_field: the report text to return (config.data.text_field: "report" or "report_clean"),
       so evaluators embed the texts the model was trained on.
+    num_classes: K, the dataset's number of label classes.
 
   Returns:
-    dict(reports=list[str] (the `text_field` of each study), labels=float32 [N, 14] in the
+    dict(reports=list[str] (the `text_field` of each study), labels=float32 [N, K] in the
     labeler convention (NaN = not mentioned), study_ids=list[str]).
   """
-  if text_field not in transforms.TEXT_FIELDS:
-    raise ValueError(f"config.data.text_field={text_field!r} is not supported; use one of "
-                     f"{transforms.TEXT_FIELDS}")
   raw = without_image_decoding(source)
   split = split_name(source)
   reports, labels, study_ids = [], [], []
@@ -242,57 +228,32 @@ def split_metadata(source: Any, *, text_field: str = "report") -> dict[str, Any]
         study_ids.append(transforms.as_text(row["study_id"]))
         labels.append(np.asarray(row["labels"], np.float32).reshape(-1))
       except KeyError as err:
-        raise KeyError(f"row {key} of split {split!r} has no {err.args[0]!r} field; the dataset "
-                       "must have the SynthCXR features of design/SPEC.md") from None
-  bad = [i for i, row in enumerate(labels) if row.shape != (14,)]
+        raise errors.DataError(
+            f"row {key} of split {split!r} has no {err.args[0]!r} field; prepare the dataset "
+            "with the current code (python -m input_pipeline.prepare)") from None
+  bad = [i for i, row in enumerate(labels) if row.shape != (num_classes,)]
   if bad:
-    raise ValueError(f"row {bad[0]} of split {split!r} has {labels[bad[0]].size} labels, "
-                     "expected 14 (CheXpert order)")
-  labels_arr = np.stack(labels) if labels else np.zeros((0, 14), np.float32)
+    raise errors.DataError(f"row {bad[0]} of split {split!r} has {labels[bad[0]].size} labels, "
+                           f"expected {num_classes}")
+  labels_arr = np.stack(labels) if labels else np.zeros((0, num_classes), np.float32)
   return dict(reports=reports, labels=labels_arr, study_ids=study_ids)
 
 
-def dummy_batch(data_config: Any, *, batch_size: int, with_negatives: bool = False,
-                graphs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-  """Zeros with the shapes and dtypes of a train batch (for model init and eval_shape).
-
-  Args:
-    data_config: config.data.
-    batch_size: rows B.
-    with_negatives, graphs: as for create_train_iterator (the same keys are added).
-
-  Returns:
-    image float32 [B, S, S, C], input_ids int32 [B, L], attention_mask int32 [B, L] (all ones, so
-    attention over it is well defined), labels float32 [B, 14]; neg_input_ids,
-    neg_attention_mask [B, L], neg_labels [B, 14] with negatives; graph_* (neg_graph_*) arrays
-    of empty graphs with graphs.
-  """
-  size, length = int(data_config.image_size), int(data_config.max_text_length)
-  batch = dict(image=np.zeros((batch_size, size, size, int(data_config.channels)), np.float32),
-               input_ids=np.zeros((batch_size, length), np.int32),
-               attention_mask=np.ones((batch_size, length), np.int32),
-               labels=np.zeros((batch_size, 14), np.float32))
-  batch.update(extras.dummy_fields(batch_size=batch_size, max_text_length=length,
-                                   with_negatives=with_negatives,
-                                   graphs=extras.GraphBudget.from_config(graphs)))
-  return batch
-
-
-def make_global(batch: Mapping[str, np.ndarray], mesh: Mesh,
-                data_axes: Sequence[str] = ("data",)) -> dict[str, jax.Array]:
+def make_global(batch: Mapping[str, Any], mesh: Mesh,
+                data_axes: Sequence[str] = ("data",)) -> dict[str, Any]:
   """Assembles per-process batches into global arrays sharded on the leading axis.
 
   Args:
-    batch: this process's rows, each array [b, ...].
+    batch: this process's rows, a nested dict of arrays [b, ...].
     mesh: the device mesh.
     data_axes: mesh axes the batch axis is split over.
 
   Returns:
-    dict of jax.Array [b * process_count, ...] with NamedSharding(mesh, P(data_axes)).
+    The same tree of jax.Array [b * process_count, ...] with NamedSharding(mesh, P(data_axes)).
   """
   sharding = NamedSharding(mesh, PartitionSpec(tuple(data_axes)))
-  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-          for name, value in batch.items()}
+  return jax.tree.map(
+      lambda value: jax.make_array_from_process_local_data(sharding, np.asarray(value)), batch)
 
 
 def checkpoint_save_args(iterator: grain.DatasetIterator) -> Any:

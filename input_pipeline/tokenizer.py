@@ -8,6 +8,8 @@ special_tokens_map.json and vocab.txt) that `load_tokenizer` reads offline. Enco
 from collections.abc import Iterable
 import os
 
+from clipmed import errors
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -78,13 +80,13 @@ def load_tokenizer(name_or_path: str, *, local_files_only: bool | None = None):
   if os.path.isdir(expanded):
     if not os.path.exists(os.path.join(expanded, "tokenizer.json")) and not os.path.exists(
         os.path.join(expanded, "vocab.txt")):
-      raise FileNotFoundError(
+      raise errors.FileError(
           f"{expanded} has no tokenizer.json or vocab.txt: it is not a tokenizer directory. "
           "Point config.data.tokenizer at a directory written by train_wordpiece (or by "
           "save_pretrained), or leave it empty to use the dataset's own tokenizer.")
     tok = transformers.AutoTokenizer.from_pretrained(expanded, local_files_only=True)
   elif name_or_path.startswith((".", "/", "~")) or os.path.isabs(name_or_path):
-    raise FileNotFoundError(
+    raise errors.FileError(
         f"tokenizer directory {expanded} does not exist. Run the data preparation first "
         "(input_pipeline.synthcxr.prepare writes <dataset dir>/tokenizer) or fix "
         "config.data.tokenizer.")
@@ -95,7 +97,7 @@ def load_tokenizer(name_or_path: str, *, local_files_only: bool | None = None):
       tok = transformers.AutoTokenizer.from_pretrained(name_or_path,
                                                        local_files_only=local_files_only)
     except (OSError, ValueError) as e:
-      raise FileNotFoundError(
+      raise errors.FileError(
           f"could not load tokenizer {name_or_path!r}: it is not a local directory and the "
           "Hugging Face hub did not provide it (offline, HF_HUB_OFFLINE=1, or a wrong id). "
           "Download it once with network access (it is then cached), or pass a local "

@@ -24,6 +24,8 @@ import numpy as np
 import tokenizers
 from PIL import Image, UnidentifiedImageError
 
+from clipmed import batch as batch_lib
+from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import extras
 
@@ -31,7 +33,7 @@ from input_pipeline import extras
 TEXT_FIELDS = ("report", "report_clean")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(errors.DataError):
   """An example's image bytes could not be decoded."""
 
 
@@ -89,25 +91,38 @@ class AugmentParams:
                  brightness=float(augment["brightness"]), contrast=float(augment["contrast"]))
     lo, hi = params.crop_scale
     if not 0.0 < lo <= hi <= 1.0:
-      raise ValueError(f"config.data.augment.crop_scale must satisfy 0 < lo <= hi <= 1, got "
-                       f"{params.crop_scale}")
+      raise errors.ConfigError("config.data.augment.crop_scale must satisfy 0 < lo <= hi <= 1, "
+                               "got "
+                               f"{params.crop_scale}")
     lo, hi = params.crop_ratio
     if not 0.0 < lo <= hi:
-      raise ValueError(f"config.data.augment.crop_ratio must satisfy 0 < lo <= hi, got "
-                       f"{params.crop_ratio}")
+      raise errors.ConfigError(f"config.data.augment.crop_ratio must satisfy 0 < lo <= hi, got "
+                               f"{params.crop_ratio}")
     if not (0.0 <= params.brightness < 1.0 and 0.0 <= params.contrast < 1.0):
-      raise ValueError("config.data.augment.brightness and .contrast must be in [0, 1), got "
-                       f"{params.brightness}, {params.contrast}")
+      raise errors.ConfigError("config.data.augment.brightness and .contrast must be in [0, 1), "
+                               "got "
+                               f"{params.brightness}, {params.contrast}")
     return params
+
+
+def _canvas(in_hw: tuple[int, int]) -> tuple[int, np.ndarray]:
+  """The square canvas a (possibly non-square) image is centred on: (side, image offset [x, y]).
+
+  Crops and resizes are defined on this canvas, so a 512 x 420 radiograph is letterboxed (black
+  bars) rather than stretched or cut; a square image is its own canvas.
+  """
+  in_h, in_w = in_hw
+  side = max(in_h, in_w)
+  return side, np.array([(side - in_w) / 2, (side - in_h) / 2])
 
 
 def sample_crop_affine(rng: np.random.Generator, in_hw: tuple[int, int], out_size: int,
                        params: AugmentParams) -> np.ndarray:
   """Samples a random resized crop with rotation as an output -> input affine map.
 
-  The crop has area fraction ~ U(crop_scale) and aspect ratio ~ logU(crop_ratio), is rotated by
-  ~ U(-r, r) degrees about its centre, and its centre is uniform over the positions that keep the
-  unrotated crop inside the image.
+  The crop is taken from the image's square canvas (`_canvas`): its area fraction ~
+  U(crop_scale), aspect ratio ~ logU(crop_ratio), rotated by ~ U(-r, r) degrees about its centre,
+  and its centre uniform over the positions that keep the unrotated crop inside the canvas.
 
   Args:
     rng: the per-element generator.
@@ -119,26 +134,27 @@ def sample_crop_affine(rng: np.random.Generator, in_hw: tuple[int, int], out_siz
     float64 [2, 3] matrix A with (x_in, y_in) = A @ (x_out, y_out, 1) in continuous pixel
     coordinates (pixel centres at +0.5).
   """
-  in_h, in_w = in_hw
-  area = in_h * in_w * rng.uniform(*params.crop_scale)
+  side, offset_xy = _canvas(in_hw)
+  area = side * side * rng.uniform(*params.crop_scale)
   log_lo, log_hi = math.log(params.crop_ratio[0]), math.log(params.crop_ratio[1])
   ratio = math.exp(rng.uniform(log_lo, log_hi))
-  crop_w = min(math.sqrt(area * ratio), in_w)
-  crop_h = min(math.sqrt(area / ratio), in_h)
-  cx = rng.uniform(crop_w / 2, in_w - crop_w / 2)
-  cy = rng.uniform(crop_h / 2, in_h - crop_h / 2)
+  crop_w = min(math.sqrt(area * ratio), side)
+  crop_h = min(math.sqrt(area / ratio), side)
+  cx = rng.uniform(crop_w / 2, side - crop_w / 2)
+  cy = rng.uniform(crop_h / 2, side - crop_h / 2)
   theta = math.radians(rng.uniform(-params.rotation_degrees, params.rotation_degrees))
   cos, sin = math.cos(theta), math.sin(theta)
   # Output pixel offsets from the output centre, scaled to crop pixels, rotated, moved to (cx, cy).
   linear = np.array([[cos, -sin], [sin, cos]]) @ np.diag([crop_w / out_size, crop_h / out_size])
-  offset = np.array([cx, cy]) - linear @ np.array([out_size / 2, out_size / 2])
+  offset = np.array([cx, cy]) - linear @ np.array([out_size / 2, out_size / 2]) - offset_xy
   return np.concatenate([linear, offset[:, None]], axis=1)
 
 
 def resize_affine(in_hw: tuple[int, int], out_size: int) -> np.ndarray:
-  """The affine map [2, 3] of a plain resize of the whole image to out_size x out_size."""
-  in_h, in_w = in_hw
-  return np.array([[in_w / out_size, 0.0, 0.0], [0.0, in_h / out_size, 0.0]])
+  """The affine map [2, 3] of a plain resize of the image's square canvas to out_size^2."""
+  side, offset_xy = _canvas(in_hw)
+  scale = side / out_size
+  return np.array([[scale, 0.0, -offset_xy[0]], [0.0, scale, -offset_xy[1]]])
 
 
 def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
@@ -230,8 +246,6 @@ class TextTokenizer:
     if tokenizer.pad_token is None:
       raise ValueError("the tokenizer has no pad token; fixed-length batches need one "
                        "(BERT-style [PAD])")
-    if max_length < 2:
-      raise ValueError(f"config.data.max_text_length must be >= 2, got {max_length}")
     self.max_length = int(max_length)
     self.pad_id = int(tokenizer.pad_token_id)
     self._json = backend.to_str()
@@ -263,61 +277,71 @@ class TextTokenizer:
 
 @dataclasses.dataclass(frozen=True)
 class ExampleSpec:
-  """What the example transforms need from config.data (plain values, picklable)."""
+  """What the example transforms need: the batch spec and config.data values (picklable)."""
   split: str
-  image_size: int
-  channels: int
+  batch: batch_lib.BatchSpec
+  class_names: tuple[str, ...]
   mean: float
   std: float
   uncertain_as: float
   augment: AugmentParams | None   # None: no augmentation (plain resize)
-  text_field: str = "report"      # the field tokenised as the report (TEXT_FIELDS)
-  with_negatives: bool = False    # add neg_input_ids, neg_attention_mask, neg_labels
-  graphs: extras.GraphBudget | None = None  # add graph_* (and neg_graph_*) arrays
+  text_field: str                 # the field tokenised as the report (TEXT_FIELDS)
 
   @classmethod
-  def from_config(cls, data_config: Any, *, split: str, train: bool,
-                  with_negatives: bool = False,
-                  graphs: Mapping[str, Any] | None = None) -> "ExampleSpec":
-    """From config.data; `graphs` has max_nodes, max_edges, max_node_tokens (config.model.graph)."""
+  def from_config(cls, data_config: Any, batch: batch_lib.BatchSpec, *, split: str, train: bool,
+                  class_names: tuple[str, ...]) -> "ExampleSpec":
+    """From config.data and the batch spec (which fields and shapes to produce)."""
+    check_data_config(data_config)
     augment = None
     if train and data_config.augment.enabled:
       augment = AugmentParams.from_config(data_config.augment)
-    if data_config.std <= 0:
-      raise ValueError(f"config.data.std must be > 0, got {data_config.std}")
-    text_field = str(data_config.get("text_field", "report"))
-    if text_field not in TEXT_FIELDS:
-      raise ValueError(f"config.data.text_field={text_field!r} is not supported; use one of "
-                       f"{TEXT_FIELDS}")
-    return cls(split=split, image_size=int(data_config.image_size),
-               channels=int(data_config.channels), mean=float(data_config.mean),
-               std=float(data_config.std), uncertain_as=float(data_config.uncertain_as),
-               augment=augment, text_field=text_field, with_negatives=bool(with_negatives),
-               graphs=extras.GraphBudget.from_config(graphs))
+    if len(class_names) != batch.num_classes:
+      raise ValueError(f"{len(class_names)} class names for a batch of {batch.num_classes} "
+                       "label classes")
+    return cls(split=split, batch=batch, class_names=tuple(class_names),
+               mean=float(data_config.mean), std=float(data_config.std),
+               uncertain_as=float(data_config.uncertain_as), augment=augment,
+               text_field=str(data_config.text_field))
+
+
+def check_data_config(data_config: Any) -> None:
+  """Raises ConfigError for config.data values the transforms cannot use."""
+  if data_config.std <= 0:
+    raise errors.ConfigError(f"config.data.std must be > 0, got {data_config.std}")
+  if data_config.text_field not in TEXT_FIELDS:
+    raise errors.ConfigError(f"config.data.text_field={data_config.text_field!r} is not "
+                             f"supported; use one of {TEXT_FIELDS}")
+  if int(data_config.max_text_length) < 2:
+    raise errors.ConfigError(f"config.data.max_text_length must be >= 2, got "
+                             f"{data_config.max_text_length}")
+  if int(data_config.image_size) < 8 or int(data_config.channels) not in (1, 3):
+    raise errors.ConfigError(f"config.data.image_size must be >= 8 and config.data.channels 1 "
+                             f"or 3, got {data_config.image_size} and {data_config.channels}")
+  if data_config.augment.enabled:
+    AugmentParams.from_config(data_config.augment)
 
 
 def _field(example: Mapping[str, Any], name: str, split: str) -> Any:
   try:
     return example[name]
   except KeyError:
-    raise KeyError(f"an example of split {split!r} has no {name!r} field (fields: "
-                   f"{sorted(example)}); the dataset must have the SynthCXR features of "
-                   "design/SPEC.md") from None
+    raise errors.DataError(
+        f"an example of split {split!r} has no {name!r} field (fields: {sorted(example)}); "
+        "prepare the dataset with the current code (python -m input_pipeline.prepare, see the "
+        "README's Datasets section)") from None
 
 
 def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: TextTokenizer,
-                    rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+                    rng: np.random.Generator | None) -> dict[str, Any]:
   """Decodes, augments (when `rng` and spec.augment are set), normalises and tokenises one example.
 
   Returns:
-    image float32 [S, S, C], input_ids int32 [L], attention_mask int32 [L], labels float32 [14]
-    (clinical vector, not L2-normalised); with spec.with_negatives also neg_input_ids,
-    neg_attention_mask int32 [L] and neg_labels float32 [14]; with spec.graphs the graph_* (and
-    neg_graph_*) arrays of input_pipeline/graphs.py. See input_pipeline/extras.py.
+    One example of spec.batch (clipmed/batch.py): image, input_ids, attention_mask, labels (the
+    clinical vector, not L2-normalised), and `graph` / `negative` when the spec asks for them.
   """
   study_id = as_text(_field(example, "study_id", spec.split))
   image = decode_image(_field(example, "image", spec.split), study_id=study_id, split=spec.split)
-  size = spec.image_size
+  size = spec.batch.image_size
   if spec.augment is not None and rng is not None:
     affine = sample_crop_affine(rng, image.shape, size, spec.augment)
     pixels = jitter_brightness_contrast(warp_image(image, affine, size), rng, spec.augment)
@@ -327,16 +351,23 @@ def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: Te
     pixels = to_unit_range(image)
   input_ids, attention_mask = tokenizer(as_text(_field(example, spec.text_field, spec.split)))
   labels = chexpert.clinical_vector(_field(example, "labels", spec.split),
+                                    class_names=spec.class_names,
                                     uncertain_as=spec.uncertain_as, normalize=False)
-  out = dict(image=normalize_image(pixels, mean=spec.mean, std=spec.std, channels=spec.channels),
-             input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-  if spec.with_negatives:
-    out.update(extras.negative_fields(example, tokenizer, uncertain_as=spec.uncertain_as,
-                                      split=spec.split))
-  if spec.graphs is not None:
-    out.update(extras.graph_fields(example, tokenizer.node_tokenizer, spec.graphs,
-                                   with_negatives=spec.with_negatives, study_id=study_id,
-                                   split=spec.split))
+  out = {
+      batch_lib.IMAGE: normalize_image(pixels, mean=spec.mean, std=spec.std,
+                                       channels=spec.batch.channels),
+      batch_lib.INPUT_IDS: input_ids, batch_lib.ATTENTION_MASK: attention_mask,
+      batch_lib.LABELS: labels}
+  if spec.batch.negatives:
+    out[batch_lib.NEGATIVE] = extras.negative_fields(
+        example, tokenizer, class_names=spec.class_names, uncertain_as=spec.uncertain_as,
+        split=spec.split)
+  if spec.batch.graph is not None:
+    for report, negative in ((out, False), (out.get(batch_lib.NEGATIVE), True)):
+      if report is not None:
+        report[batch_lib.GRAPH] = extras.graph_arrays(
+            example, tokenizer.node_tokenizer, spec.batch.graph, negative=negative,
+            study_id=study_id, split=spec.split)
   return out
 
 

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clipmed.report import chexpert  # noqa: E402
-from clipmed.report import cxr_align  # noqa: E402
+from clipmed.report import hard_negatives  # noqa: E402
 from clipmed.report import labeler  # noqa: E402
 from clipmed.report import sections  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> None:
   abnormal = [any(p[i] == chexpert.POSITIVE for i in range(chexpert.NUM_CATEGORIES)
                   if i not in (chexpert.NO_FINDING, chexpert.SUPPORT_DEVICES)) for p in pred]
   start = time.process_time()
-  triplets = cxr_align.build_triplets(texts, seed=args.seed)
+  triplets = hard_negatives.cxr_align_triplets(texts, seed=args.seed)
   triplet_time = time.process_time() - start
   made = {t["source_row"] for t in triplets}
   covered = sum(1 for i, a in enumerate(abnormal) if a and i + 1 in made)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from clipmed import batch as batch_lib
 from clipmed.models import gcn
 from input_pipeline import graphs
 
@@ -31,9 +32,9 @@ def _permuted(graph, order, edge_order):
   return dict(nodes=nodes, edges=[edges[i] for i in edge_order])
 
 
-def _encode(batch, params=None, prefix="graph_"):
+def _encode(batch, params=None):
   model = gcn.GraphEncoder(vocab_size=VOCAB, embed_dim=16, hidden_size=32)
-  arrays = {k: jnp.asarray(v) for k, v in gcn.strip_prefix(batch, prefix).items()}
+  arrays = {k: jnp.asarray(v) for k, v in batch.items()}
   if params is None:
     params = model.init(jax.random.key(0), arrays)
   return model.apply(params, arrays), params
@@ -61,16 +62,14 @@ def test_graph_example_static_shapes_and_truncation():
   assert truncated
   assert not graphs.graph_example(OTHER, _tokenize, return_truncated=True, **BUDGET)[1]
   for ex in (small, big):
-    assert sorted(ex) == sorted("graph_" + k for k in graphs.ARRAY_KEYS)
-    assert ex["graph_node_tokens"].shape == (8, 4)
-    assert ex["graph_senders"].shape == (10,)
-    assert ex["graph_n_node"].shape == (2,) and ex["graph_n_node"].sum() == 8
-    assert ex["graph_n_edge"].sum() == 10
+    assert sorted(ex) == sorted(batch_lib.GRAPH_FIELDS)
+    assert ex["node_tokens"].shape == (8, 4)
+    assert ex["senders"].shape == (10,)
+    assert ex["n_node"].shape == (2,) and ex["n_node"].sum() == 8
+    assert ex["n_edge"].sum() == 10
     assert all(v.dtype == np.int32 for v in ex.values())
-  np.testing.assert_array_equal(big["graph_n_node"], [7, 1])
-  np.testing.assert_array_equal(big["graph_n_edge"], [6, 4])  # edges among the first 7 nodes
-  neg = graphs.graph_example(OTHER, _tokenize, prefix="neg_graph_", **BUDGET)
-  assert all(k.startswith("neg_graph_") for k in neg)
+  np.testing.assert_array_equal(big["n_node"], [7, 1])
+  np.testing.assert_array_equal(big["n_edge"], [6, 4])  # edges among the first 7 nodes
 
 
 def test_bad_graphs_name_the_problem():
@@ -96,10 +95,10 @@ def test_padding_does_not_change_the_readout():
   np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
   # Junk in the padding slots is ignored: only n_node / n_edge say what is real.
   junk = {k: v.copy() for k, v in batch.items()}
-  junk["graph_node_tokens"][:, -1] = 7
-  junk["graph_node_token_mask"][:, -1] = 1
-  junk["graph_senders"][:, -1] = 0
-  junk["graph_receivers"][:, -1] = 1
+  junk["node_tokens"][:, -1] = 7
+  junk["node_token_mask"][:, -1] = 1
+  junk["senders"][:, -1] = 0
+  junk["receivers"][:, -1] = 1
   np.testing.assert_allclose(_encode(junk, params)[0], emb, atol=1e-6)
 
 
@@ -120,7 +119,7 @@ def test_structure_matters_and_examples_are_independent():
 def test_empty_graph_and_gradients_are_finite():
   batch = graphs.graph_batch([dict(nodes=[], edges=[]), GRAPH], _tokenize, **BUDGET)
   model = gcn.GraphEncoder(vocab_size=VOCAB, embed_dim=16, hidden_size=32)
-  arrays = {k: jnp.asarray(v) for k, v in gcn.strip_prefix(batch, "graph_").items()}
+  arrays = {k: jnp.asarray(v) for k, v in batch.items()}
   params = model.init(jax.random.key(1), arrays)
   emb = model.apply(params, arrays)
   assert np.all(np.isfinite(emb))
@@ -133,10 +132,8 @@ def test_empty_graph_and_gradients_are_finite():
 
 def test_jit_static_shapes():
   model = gcn.GraphEncoder(vocab_size=VOCAB, embed_dim=16, hidden_size=32)
-  a = {k: jnp.asarray(v) for k, v in gcn.strip_prefix(
-      graphs.graph_batch([GRAPH, OTHER], _tokenize, **BUDGET), "graph_").items()}
-  b = {k: jnp.asarray(v) for k, v in gcn.strip_prefix(
-      graphs.graph_batch([OTHER, OTHER], _tokenize, **BUDGET), "graph_").items()}
+  a = jax.tree.map(jnp.asarray, graphs.graph_batch([GRAPH, OTHER], _tokenize, **BUDGET))
+  b = jax.tree.map(jnp.asarray, graphs.graph_batch([OTHER, OTHER], _tokenize, **BUDGET))
   params = model.init(jax.random.key(0), a)
   apply = jax.jit(model.apply)
   apply(params, a)
@@ -159,7 +156,7 @@ def test_batch_sharded_encoding_stays_local():
              edges=[(0, 1, "located_at"), (2, 0, "modify")])
     o = dict(nodes=[("heart", "ANAT-DP"), ("enlarged", "OBS-DP")], edges=[(1, 0, "located_at")])
     batch = graphs.graph_batch([g, o] * 8, tok, max_nodes=8, max_edges=8, max_node_tokens=4)
-    arrays = {k: jnp.asarray(v) for k, v in gcn.strip_prefix(batch, "graph_").items()}
+    arrays = {k: jnp.asarray(v) for k, v in batch.items()}
     model = gcn.GraphEncoder(vocab_size=20, embed_dim=16, hidden_size=32)
     params = model.init(jax.random.key(0), arrays)
     ref = model.apply(params, arrays)

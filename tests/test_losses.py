@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from clipmed import errors
 from clipmed import losses
+from configs import common
 
 STREAMS = ("text", "clinical", "graph")
 
@@ -102,11 +104,31 @@ def _np_clinic_loss(x, scale, thresholds, weights, loss_type="softmax", bias=0.0
   return terms
 
 
-def _call(x, scale, **kw):
+def _model_outputs_and_batch(x, scale, logit_bias=None):
+  """The model outputs and the batch fields the loss reads, from flat test arrays."""
   x = {k: jnp.asarray(v) for k, v in x.items()}
-  return losses.clinic_loss(x["image"], x["text"], x.get("labels"), scale, graph=x.get("graph"),
-                            neg_text=x.get("neg_text"), neg_graph=x.get("neg_graph"),
-                            neg_labels=x.get("neg_labels"), **kw)
+  outputs = {"image": x["image"], "text": x["text"], "logit_scale": scale}
+  if "graph" in x:
+    outputs["graph"] = x["graph"]
+  if "neg_text" in x:
+    outputs["negative"] = {"text": x["neg_text"]}
+    if "neg_graph" in x:
+      outputs["negative"]["graph"] = x["neg_graph"]
+  if logit_bias is not None:
+    outputs["logit_bias"] = logit_bias
+  batch = {"labels": x["labels"]}
+  if "neg_labels" in x:
+    batch["negative"] = {"labels": x["neg_labels"]}
+  return outputs, batch
+
+
+def _spec(*, weights, thresholds=None, **kw):
+  return losses.LossSpec(weights=weights, thresholds=thresholds or {}, **kw)
+
+
+def _call(x, scale, *, logit_bias=None, **kw):
+  outputs, batch = _model_outputs_and_batch(x, scale, logit_bias)
+  return losses.clinic_loss(outputs, batch, _spec(**kw))
 
 
 def _np_infonce(v, t, scale):
@@ -256,9 +278,8 @@ def test_targets_carry_no_gradient(loss_type):
   weights = dict(text=1.0, clinical=0.5, graph=0.5)
   names = ("image", "text", "graph", "neg_text", "neg_graph")
   emb0 = {k: jnp.asarray(x[k]) for k in names}
-  feats0 = losses._assemble(emb0["image"], emb0["text"], jnp.asarray(x["labels"]),
-                            emb0["graph"], emb0["neg_text"], jnp.asarray(x["neg_labels"]),
-                            emb0["neg_graph"])
+  feats0 = losses._assemble(dict(emb0, labels=jnp.asarray(x["labels"]),
+                                 neg_labels=jnp.asarray(x["neg_labels"])))
 
   def reference(emb, scale):
     """Targets from the frozen feats0 (constants), logits from `emb`."""
@@ -295,20 +316,27 @@ def test_targets_carry_no_gradient(loss_type):
 
 def test_zero_weight_stream_is_skipped_and_no_graph_drops_pairs():
   x = _inputs(graph=False)
-  _, terms = _call(x, 5.0, thresholds=dict(text=0.5, clinical=0.5),
+  _, terms = _call(x, 5.0, thresholds=dict(text=0.5, clinical=0.5, graph=0.5),
                    weights=dict(text=1.0, clinical=0.0, graph=1.0))
   assert sorted(terms) == ["I->T/text", "T->I/text"]
 
 
-def test_bad_arguments_have_clear_errors():
-  x = _inputs()
-  with pytest.raises(ValueError, match="no threshold"):
-    _call(x, 5.0, thresholds=dict(text=0.5), weights=dict(text=1.0, graph=1.0))
-  with pytest.raises(ValueError, match="Unknown loss weight"):
-    _call(x, 5.0, thresholds=dict(text=0.5), weights=dict(txt=1.0))
-  y = dict(x)
-  del y["neg_graph"]
-  with pytest.raises(ValueError, match="neg_graph"):
-    _call(y, 5.0, thresholds=dict(text=0.5), weights=dict(text=1.0))
-  with pytest.raises(ValueError, match="loss_type"):
-    _call(x, 5.0, thresholds=dict(text=0.5), weights=dict(text=1.0), loss_type="hinge")
+def test_bad_loss_configs_are_config_errors():
+  with pytest.raises(errors.ConfigError, match="no threshold"):
+    _spec(thresholds=dict(text=0.5), weights=dict(text=1.0, graph=1.0))
+  with pytest.raises(errors.ConfigError, match="unknown streams"):
+    _spec(thresholds=dict(text=0.5), weights=dict(txt=1.0))
+  with pytest.raises(errors.ConfigError, match="loss_type"):
+    _spec(thresholds=dict(text=0.5), weights=dict(text=1.0), loss_type="hinge")
+  with pytest.raises(errors.ConfigError, match="at least one positive"):
+    _spec(weights=dict(text=0.0))
+  with pytest.raises(errors.ConfigError, match="softclip_temperature > 0"):
+    _spec(weights=dict(text=1.0), soft_labels="softclip")
+  with pytest.raises(errors.ConfigError, match="sigmoid"):
+    _spec(weights=dict(text=1.0), thresholds=dict(text=1.0), logit_bias=-10.0)
+  config = common.base_config().loss
+  config.weights.graph = 0.5
+  with pytest.raises(errors.ConfigError, match="graph.enabled"):
+    losses.LossSpec.from_config(config, graph_enabled=False)
+  spec = losses.LossSpec.from_config(config, graph_enabled=True)
+  assert spec.streams == ("text", "graph") and spec.weights["graph"] == 0.5

@@ -26,10 +26,14 @@ labels = jnp.asarray(rng.random((B, 14)) > 0.6, jnp.float32).at[3].set(0.0)
 neg_labels = jnp.asarray(rng.random((B, 14)) > 0.6, jnp.float32)
 common = dict(thresholds=dict(text=0.1, clinical=0.3, graph=-0.1),
               weights=dict(text=1.0, clinical=0.5, graph=0.3))
+batch = {"labels": labels, "negative": {"labels": neg_labels}}
 
 def loss(fn, e, scale, bias, **kw):
-  return fn(e["image"], e["text"], labels, scale, graph=e["graph"], neg_text=e["neg_text"],
-            neg_graph=e["neg_graph"], neg_labels=neg_labels, logit_bias=bias, **common, **kw)
+  outputs = {"image": e["image"], "text": e["text"], "graph": e["graph"], "logit_scale": scale,
+             "negative": {"text": e["neg_text"], "graph": e["neg_graph"]}}
+  if bias is not None:
+    outputs["logit_bias"] = bias
+  return fn(outputs, batch, losses.LossSpec(**common, **kw))
 
 results = {}
 variants = {"softmax": dict(loss_type="softmax"), "sigmoid": dict(loss_type="sigmoid"),

@@ -10,9 +10,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from clipmed import errors
 from clipmed.models import BertEncoder, CLIPModel, SwinTransformer, create_model, pool
 from clipmed.models import clip as clip_lib
-from clipmed.models import gcn
 from clipmed.models import swin
 from configs import common
 from input_pipeline import graphs as graphs_lib
@@ -21,7 +21,7 @@ from input_pipeline import graphs as graphs_lib
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
   cfg = common.base_config().model
   cfg.embed_dim = 8
-  cfg.image.update(dict(patch_size=4, in_channels=1, embed_dim=8, depths=(2, 1), num_heads=(2, 2),
+  cfg.image.update(dict(patch_size=4, embed_dim=8, depths=(2, 1), num_heads=(2, 2),
                         window_size=2, drop_path_rate=0.0))
   cfg.text.update(dict(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
                        max_position_embeddings=16, dropout=0.0))
@@ -35,6 +35,11 @@ def clip_inputs(batch=2, image_size=16, length=6, channels=1, seed=0):
   images = jnp.asarray(rng.normal(size=(batch, image_size, image_size, channels)), jnp.float32)
   ids = jnp.asarray(rng.integers(0, 30, size=(batch, length)), jnp.int32)
   return images, ids, jnp.ones_like(ids)
+
+
+def as_batch(images, ids, mask, **fields):
+  """A model batch (clipmed/batch.py) from images and tokens, plus e.g. graph= / negative=."""
+  return dict(image=images, input_ids=ids, attention_mask=mask, **fields)
 
 
 def random_variables(model, *args, seed=0, **kwargs):
@@ -60,7 +65,8 @@ def clip_tiny():
   cfg = tiny_model_config()
   model = create_model(cfg, vocab_size=30)
   images, ids, mask = clip_inputs()
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, ids, mask, train=False))()
+  batch = as_batch(images, ids, mask)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
   return cfg, model, variables
 
 
@@ -106,7 +112,7 @@ def test_swin_window_clipped_table_size():
 
 def check_clip_outputs(model, variables):
   images, ids, mask = clip_inputs(batch=3, seed=1)
-  out = apply(model, variables, images, ids, mask, train=False)
+  out = apply(model, variables, as_batch(images, ids, mask), train=False)
   assert out["image"].shape == (3, 8) and out["text"].shape == (3, 8)
   assert out["image"].dtype == jnp.float32 and out["text"].dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(out["image"], axis=-1), 1.0, rtol=1e-5)
@@ -126,7 +132,7 @@ def test_clip_mlp_projection_and_mean_pooling():
   cfg = tiny_model_config(projection="mlp")
   cfg.text.pooling = "mean"
   model = create_model(cfg, vocab_size=30)
-  variables = random_variables(model, *clip_inputs(), train=False)
+  variables = random_variables(model, as_batch(*clip_inputs()), train=False)
   assert set(variables["params"]["image_projection"]) == {"hidden", "proj"}
   check_clip_outputs(model, variables)
 
@@ -137,13 +143,14 @@ def test_create_model_vocab_size():
     create_model(cfg)
 
   def embedding_shape(model):
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *clip_inputs(), train=False))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), as_batch(*clip_inputs()),
+                                               train=False))
     return shapes["params"]["text_encoder"]["word_embeddings"]["embedding"].value.shape
 
   assert embedding_shape(create_model(cfg, vocab_size=37)) == (37, 8)
   cfg.text.vocab_size = 11  # an explicit vocab size wins over the tokenizer's
   assert embedding_shape(create_model(cfg, vocab_size=37)) == (11, 8)
-  # The plain (unfrozen) config block works too, as SPEC.md's CLIPModel(config.model).
+  # The plain (unfrozen) config block works too, as CLIPModel(config.model).
   assert embedding_shape(CLIPModel(cfg)) == (11, 8)
 
 
@@ -153,7 +160,8 @@ def test_every_param_has_logical_axes(projection, clip_tiny):
     variables = clip_tiny[2]
   else:
     model = create_model(tiny_model_config(projection=projection), vocab_size=30)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *clip_inputs(), train=False))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), as_batch(*clip_inputs()),
+                                                  train=False))
   leaves = jax.tree.leaves(variables["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
   assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
   for box in leaves:
@@ -282,12 +290,12 @@ def test_logit_scale_init_and_clipping(clip_tiny):
   cfg, model, variables = clip_tiny
   assert float(variables["params"]["log_logit_scale"].value) == pytest.approx(math.log(1 / 0.07))
   images, ids, mask = clip_inputs()
-  out = apply(model, variables, images, ids, mask, train=False)
+  out = apply(model, variables, as_batch(images, ids, mask), train=False)
   assert float(out["logit_scale"]) == pytest.approx(1 / 0.07, rel=1e-5)
   big = jax.tree.map(lambda x: x, variables)
   big["params"]["log_logit_scale"] = big["params"]["log_logit_scale"].replace_boxed(
       jnp.asarray(math.log(500.0), jnp.float32))
-  out = apply(model, big, images, ids, mask, train=False)
+  out = apply(model, big, as_batch(images, ids, mask), train=False)
   assert float(out["logit_scale"]) == pytest.approx(cfg.logit_scale_max)
 
 
@@ -298,10 +306,10 @@ def test_dropout_and_drop_path_only_in_training(clip_tiny):
   cfg.text.dropout = 0.3
   model = create_model(cfg, vocab_size=30)  # same parameters, other rates
   images, ids, mask = clip_inputs(batch=4, seed=2)
-  eval1 = apply(model, variables, images, ids, mask, train=False)  # needs no rng
-  eval2 = apply(model, variables, images, ids, mask, train=False)
+  eval1 = apply(model, variables, as_batch(images, ids, mask), train=False)  # needs no rng
+  eval2 = apply(model, variables, as_batch(images, ids, mask), train=False)
   np.testing.assert_array_equal(eval1["image"], eval2["image"])
-  train = [apply(model, variables, images, ids, mask, train=True,
+  train = [apply(model, variables, as_batch(images, ids, mask), train=True,
                        rngs={"dropout": jax.random.key(s)}) for s in (1, 2)]
   assert not np.allclose(train[0]["image"], train[1]["image"])
   assert not np.allclose(train[0]["text"], train[1]["text"])
@@ -313,23 +321,29 @@ def test_remat_same_params_and_outputs(clip_tiny):
   remat_model = create_model(ml_collections.ConfigDict(dict(cfg.to_dict(), remat=True)),
                              vocab_size=30)
   images, ids, mask = clip_inputs()
-  shapes = jax.eval_shape(lambda: remat_model.init(jax.random.key(0), images, ids, mask,
+  shapes = jax.eval_shape(lambda: remat_model.init(jax.random.key(0), as_batch(images, ids, mask),
                                                    train=False))
   assert jax.tree.structure(shapes) == jax.tree.structure(variables)
-  out = apply(model, variables, images, ids, mask, train=False)
-  out_remat = apply(remat_model, variables, images, ids, mask, train=False)
+  out = apply(model, variables, as_batch(images, ids, mask), train=False)
+  out_remat = apply(remat_model, variables, as_batch(images, ids, mask), train=False)
   np.testing.assert_allclose(out["image"], out_remat["image"], atol=1e-6)
   np.testing.assert_allclose(out["text"], out_remat["text"], atol=1e-6)
 
 
 def test_bad_config_messages():
-  inputs = clip_inputs()
-  with pytest.raises(ValueError, match="config.model.dtype"):
+  inputs = as_batch(*clip_inputs())
+  with pytest.raises(errors.ConfigError, match="config.model.dtype"):
     model = create_model(tiny_model_config(dtype="float16"), vocab_size=30)
-    jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
+    jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
   with pytest.raises(ValueError, match="config.model.projection"):
     model = create_model(tiny_model_config(projection="deep"), vocab_size=30)
-    jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
+    jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+  for overrides, message in ((dict(dtype="float16"), "config.model.dtype"),
+                             (dict(projection="deep"), "config.model.projection")):
+    with pytest.raises(errors.ConfigError, match=message):
+      clip_lib.check_model_config(tiny_model_config(**overrides))
+  with pytest.raises(errors.ConfigError, match="max_position_embeddings=16"):
+    clip_lib.check_model_config(tiny_model_config(), max_text_length=32)
 
 
 # ----------------------------------------------------------------------------- negatives, graphs
@@ -342,7 +356,7 @@ def _node_tokenize(text):
 
 
 def graph_inputs(batch=2, seed=0):
-  """Un-prefixed padded graph arrays [batch, ...] of random small report graphs (one empty)."""
+  """Padded graph arrays [batch, ...] of random small report graphs (the last one empty)."""
   rng = np.random.default_rng(seed)
   examples = []
   for i in range(batch):
@@ -353,7 +367,7 @@ def graph_inputs(batch=2, seed=0):
               graphs_lib.RELATIONS[int(rng.integers(3))]) for _ in range(min(num, 3))]
     examples.append(dict(nodes=nodes, edges=edges))
   arrays = graphs_lib.graph_batch(examples, _node_tokenize, **GRAPH_BUDGET)
-  return {k: jnp.asarray(v) for k, v in gcn.strip_prefix(arrays, "graph_").items()}
+  return {k: jnp.asarray(v) for k, v in arrays.items()}
 
 
 def graph_model_config():
@@ -366,9 +380,8 @@ def graph_model_config():
 def clip_graph():
   """(model, variables) of a tiny CLIP with the graph encoder enabled."""
   model = create_model(graph_model_config(), vocab_size=30)
-  images, ids, mask = clip_inputs()
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, ids, mask, train=False,
-                                         graph=graph_inputs()))()
+  batch = as_batch(*clip_inputs(), graph=graph_inputs())
+  variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
   return model, variables
 
 
@@ -378,29 +391,40 @@ def test_clip_negatives_and_graphs_shapes(clip_graph):
   _, neg_ids, neg_mask = clip_inputs(batch=3, seed=2)
   neg_mask = neg_mask.at[:, 4:].set(0)
   graph, neg_graph = graph_inputs(3, seed=1), graph_inputs(3, seed=2)
-  out = apply(model, variables, images, ids, mask, train=False, neg_input_ids=neg_ids,
-              neg_attention_mask=neg_mask, graph=graph, neg_graph=neg_graph)
-  assert set(out) == {"image", "text", "neg_text", "graph", "neg_graph", "logit_scale"}
-  for key in ("image", "text", "neg_text", "graph", "neg_graph"):
-    assert out[key].shape == (3, 8) and out[key].dtype == jnp.float32, key
-    np.testing.assert_allclose(np.linalg.norm(out[key], axis=-1), 1.0, rtol=1e-5)
+  negative = dict(input_ids=neg_ids, attention_mask=neg_mask, graph=neg_graph)
+  out = apply(model, variables, as_batch(images, ids, mask, graph=graph, negative=negative),
+              train=False)
+  assert set(out) == {"image", "text", "graph", "negative", "logit_scale"}
+  assert set(out["negative"]) == {"text", "graph"}
+  embeddings = dict(image=out["image"], text=out["text"], graph=out["graph"],
+                    neg_text=out["negative"]["text"], neg_graph=out["negative"]["graph"])
+  for key, value in embeddings.items():
+    assert value.shape == (3, 8) and value.dtype == jnp.float32, key
+    np.testing.assert_allclose(np.linalg.norm(value, axis=-1), 1.0, rtol=1e-5)
   # One interleaved call equals separate calls on the reports and on the negatives.
   enc_text = functools.partial(apply, model, variables, method=CLIPModel.encode_text)
   enc_graph = functools.partial(apply, model, variables, method=CLIPModel.encode_graph)
   np.testing.assert_allclose(out["text"], enc_text(ids, mask), atol=1e-5)
-  np.testing.assert_allclose(out["neg_text"], enc_text(neg_ids, neg_mask), atol=1e-5)
+  np.testing.assert_allclose(embeddings["neg_text"], enc_text(neg_ids, neg_mask), atol=1e-5)
   np.testing.assert_allclose(out["graph"], enc_graph(graph), atol=1e-5)
-  np.testing.assert_allclose(out["neg_graph"], enc_graph(neg_graph), atol=1e-5)
-  assert not np.allclose(out["text"], out["neg_text"], atol=1e-3)
-  assert not np.allclose(out["graph"], out["neg_graph"], atol=1e-3)
-  # Each input alone.
-  only_neg = apply(model, variables, images, ids, mask, train=False, neg_input_ids=neg_ids,
-                   neg_attention_mask=neg_mask)
-  assert set(only_neg) == {"image", "text", "neg_text", "logit_scale"}
-  np.testing.assert_allclose(only_neg["neg_text"], out["neg_text"], atol=1e-5)
-  only_graph = apply(model, variables, images, ids, mask, train=False, graph=graph)
+  np.testing.assert_allclose(embeddings["neg_graph"], enc_graph(neg_graph), atol=1e-5)
+  assert not np.allclose(out["text"], embeddings["neg_text"], atol=1e-3)
+  assert not np.allclose(out["graph"], embeddings["neg_graph"], atol=1e-3)
+  # Graphs without negatives.
+  only_graph = apply(model, variables, as_batch(images, ids, mask, graph=graph), train=False)
   assert set(only_graph) == {"image", "text", "graph", "logit_scale"}
   np.testing.assert_allclose(only_graph["graph"], out["graph"], atol=1e-5)
+
+
+def test_clip_negatives_without_graphs(clip_tiny):
+  _, model, variables = clip_tiny
+  images, ids, mask = clip_inputs(batch=3, seed=1)
+  _, neg_ids, neg_mask = clip_inputs(batch=3, seed=2)
+  negative = dict(input_ids=neg_ids, attention_mask=neg_mask)
+  out = apply(model, variables, as_batch(images, ids, mask, negative=negative), train=False)
+  assert set(out) == {"image", "text", "negative", "logit_scale"}
+  enc_text = functools.partial(apply, model, variables, method=CLIPModel.encode_text)
+  np.testing.assert_allclose(out["negative"]["text"], enc_text(neg_ids, neg_mask), atol=1e-5)
 
 
 def test_clip_graph_params_and_logical_axes(clip_graph):
@@ -419,27 +443,45 @@ def test_graph_disabled_has_no_graph_params(clip_tiny):
   assert not cfg.graph.enabled and "graph_encoder" not in variables["params"]
   images, ids, mask = clip_inputs()
   with pytest.raises(ValueError, match="graph.enabled"):
-    model.apply(variables, images, ids, mask, train=False, graph=graph_inputs())
-  # A config without a graph block (older configs) means disabled.
-  old = tiny_model_config()
-  del old["graph"]
-  shapes = jax.eval_shape(lambda: create_model(old, vocab_size=30).init(
-      jax.random.key(0), images, ids, mask, train=False))
-  assert "graph_encoder" not in shapes["params"]
-  assert jax.tree.structure(shapes) == jax.tree.structure(variables)
+    model.apply(variables, as_batch(images, ids, mask, graph=graph_inputs()), train=False)
 
 
-def test_negative_and_graph_input_errors(clip_graph):
+def test_graph_input_errors(clip_graph):
   model, variables = clip_graph
   images, ids, mask = clip_inputs()
-  with pytest.raises(ValueError, match="together"):
-    model.apply(variables, images, ids, mask, train=False, neg_input_ids=ids)
-  with pytest.raises(ValueError, match="shape of input_ids"):
-    model.apply(variables, images, ids, mask, train=False, neg_input_ids=ids[:, :3],
-                neg_attention_mask=mask[:, :3])
-  prefixed = {"graph_" + k: v for k, v in graph_inputs().items()}
-  with pytest.raises(ValueError, match="strip_prefix"):
-    model.apply(variables, images, ids, mask, train=False, graph=prefixed)
-  with pytest.raises(ValueError, match="init needs report graphs"):
-    jax.eval_shape(lambda: model.init(jax.random.key(0), images, ids, mask, train=False))
-  assert clip_lib.GRAPH_KEYS == graphs_lib.ARRAY_KEYS
+  incomplete = {k: v for k, v in graph_inputs().items() if k != "senders"}
+  with pytest.raises(ValueError, match=r"lacks the arrays \['senders'\]"):
+    model.apply(variables, as_batch(images, ids, mask, graph=incomplete), train=False)
+  with pytest.raises(ValueError, match="batch has no report graphs"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), as_batch(images, ids, mask),
+                                      train=False))
+
+
+@pytest.mark.slow
+def test_activations_are_sharded_by_the_logical_rules():
+  """With the config's rules in scope, encoder boundaries constrain the batch axis of activations
+  (so FSDP / tensor-parallel rules shard activations too); without rules nothing is added."""
+  from conftest import run_with_devices  # pylint: disable=g-import-not-at-top
+  out = run_with_devices("""
+    import jax, flax.linen as nn
+    from jax.sharding import AxisType
+    from clipmed import sharding
+    from clipmed.models import create_model
+    from tests.test_models import tiny_model_config, clip_inputs, as_batch
+    model = create_model(tiny_model_config(), vocab_size=30)
+    batch = as_batch(*clip_inputs(batch=8))
+    mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    params = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False)))
+    # Two jitted functions: flax's rules context is not part of jax's trace cache key.
+    apply = lambda: jax.jit(lambda p, b: model.apply(p, b, train=False))
+    with mesh:
+      plain = apply().lower(params, batch).as_text().count("sharding_constraint")
+      with nn.logical_axis_rules([(sharding.BATCH, "data")]):
+        lowered = apply().lower(params, batch)
+    text = lowered.as_text()
+    constrained = [line for line in text.splitlines() if "sharding_constraint" in line]
+    print(plain, len(constrained), all('"data"' in line for line in constrained))
+  """)
+  plain, constrained, on_data_axis = out.split()
+  # Image in/features/embedding, text ids/hidden/embedding: at least six boundaries.
+  assert plain == "0" and int(constrained) >= 6 and on_data_axis == "True"

@@ -195,7 +195,7 @@ def hf_state_on_disk(directory):
 def small_clip_config(**text) -> ml_collections.ConfigDict:
   cfg = common.base_config().model
   cfg.embed_dim = 8
-  cfg.image.update(dict(patch_size=4, in_channels=3, embed_dim=8, depths=(2, 2),
+  cfg.image.update(dict(patch_size=4, embed_dim=8, depths=(2, 2),
                         num_heads=(2, 4), window_size=5, drop_path_rate=0.0))
   cfg.text.update(dict(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4,
                        intermediate_size=32, max_position_embeddings=24, dropout=0.0))
@@ -206,9 +206,9 @@ def small_clip_config(**text) -> ml_collections.ConfigDict:
 def clip_params_shapes(cfg, image_size=48, length=8):
   model = create_model(cfg)
   ids = jnp.ones((1, length), jnp.int32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, image_size,
-                                                                           image_size, 3)),
-                                             ids, ids, train=False))
+  batch = dict(image=jnp.zeros((1, image_size, image_size, 3)), input_ids=ids,
+               attention_mask=ids)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)["params"]
 
 
@@ -407,36 +407,37 @@ def tiny_clip(dtype="float32", remat=False, rates=0.0):
 
 
 def clip_inputs(batch=3, seed=0):
+  """A model batch (clipmed/batch.py): image, input_ids, attention_mask."""
   rng = np.random.default_rng(seed)
   images = jnp.asarray(rng.normal(size=(batch, 24, 24, 3)), jnp.float32)
   ids = jnp.asarray(rng.integers(5, 40, size=(batch, 8)), jnp.int32)
-  return images, ids, jnp.ones_like(ids)
+  return dict(image=images, input_ids=ids, attention_mask=jnp.ones_like(ids))
 
 
 def test_bfloat16_compute_keeps_float32_params():
   fp32, bf16 = tiny_clip(), tiny_clip("bfloat16")
-  clip_variables = random_variables(fp32, *clip_inputs(), train=False)
-  shapes = jax.eval_shape(lambda: bf16.init(jax.random.key(0), *clip_inputs(), train=False))
+  clip_variables = random_variables(fp32, clip_inputs(), train=False)
+  shapes = jax.eval_shape(lambda: bf16.init(jax.random.key(0), clip_inputs(), train=False))
   assert jax.tree.structure(shapes) == jax.tree.structure(clip_variables)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
   inputs = clip_inputs()
-  out32 = jax.jit(lambda v: fp32.apply(v, *inputs, train=False))(clip_variables)
-  out16 = jax.jit(lambda v: bf16.apply(v, *inputs, train=False))(clip_variables)
+  out32 = jax.jit(lambda v: fp32.apply(v, inputs, train=False))(clip_variables)
+  out16 = jax.jit(lambda v: bf16.apply(v, inputs, train=False))(clip_variables)
   for key in ("image", "text"):
     assert out16[key].dtype == jnp.float32  # embeddings are normalised in float32
     diff = max_diff(out16[key], out32[key])
     print(f"bf16 vs fp32 {key} embeddings: max abs diff {diff:.2e}")
     assert 0 < diff < 5e-2  # bf16 changes the numbers, within bf16 precision
   # The encoders really compute in bfloat16.
-  features = jax.eval_shape(lambda v: bf16.apply(v, inputs[0],
+  features = jax.eval_shape(lambda v: bf16.apply(v, inputs["image"],
                                                   method=lambda m, x: m.image_encoder(x)),
                             clip_variables)
   assert features.dtype == jnp.bfloat16
-  hidden = jax.eval_shape(lambda v: bf16.apply(v, inputs[1], inputs[2],
+  hidden = jax.eval_shape(lambda v: bf16.apply(v, inputs["input_ids"], inputs["attention_mask"],
                                                method=lambda m, i, a: m.text_encoder(i, a)),
                           clip_variables)
   assert hidden.dtype == jnp.bfloat16
-  grads = jax.eval_shape(jax.grad(lambda v: jnp.sum(bf16.apply(v, *inputs, train=False)["image"])),
+  grads = jax.eval_shape(jax.grad(lambda v: jnp.sum(bf16.apply(v, inputs, train=False)["image"])),
                          clip_variables)
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clipmed.report import chexbert
+from clipmed.report import chexbert_labeler
 from clipmed.report import chexpert
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,10 @@ def tiny():
 
 def test_converted_model_matches_torch(tiny):
   model, state = tiny
-  params, heads, arch = chexbert.convert_state_dict(state, num_heads=4)
+  params, heads, arch = chexbert_labeler.convert_state_dict(state, num_heads=4)
   assert len(heads) == 14
   assert arch["num_layers"] == 2 and arch["hidden_size"] == 32
-  labeler = chexbert.CheXbertLabeler(params=params, heads=heads, tokenizer=None,
+  labeler = chexbert_labeler.CheXbertLabeler(params=params, heads=heads, tokenizer=None,
                                      architecture=arch)
   ids = np.array([[2, 7, 8, 9, 3, 0, 0], [2, 10, 11, 12, 9, 6, 3]], np.int32)
   mask = (ids > 0).astype(np.int32)
@@ -62,18 +62,18 @@ def test_unexpected_parameter_is_an_error(tiny):
   bad = dict(state)
   bad["module.bert.encoder.layer.0.attention.self.extra.weight"] = np.zeros((2, 2))
   with pytest.raises(ValueError, match="extra"):
-    chexbert.convert_state_dict(bad, num_heads=4)
+    chexbert_labeler.convert_state_dict(bad, num_heads=4)
 
 
 def test_logits_to_labels_order_and_classes():
   n = 2
   logits = [np.zeros((n, 4)) for _ in range(13)] + [np.zeros((n, 2))]
-  index = chexbert.CHEXBERT_CONDITIONS.index
+  index = chexbert_labeler.CHEXBERT_CONDITIONS.index
   logits[index("Lung Opacity")][0, 1] = 5.0    # positive
   logits[index("Lung Lesion")][0, 2] = 5.0     # negative
   logits[index("Edema")][1, 3] = 5.0           # uncertain
   logits[index("No Finding")][1, 1] = 5.0      # positive
-  labels = chexbert.logits_to_labels(logits)
+  labels = chexbert_labeler.logits_to_labels(logits)
   assert labels[0, chexpert.INDEX["Lung Opacity"]] == 1.0
   assert labels[0, chexpert.INDEX["Lung Lesion"]] == 0.0
   assert labels[1, chexpert.INDEX["Edema"]] == -1.0
@@ -87,9 +87,9 @@ def test_from_checkpoint_and_label(tiny, tmp_path):
   torch.save({"model_state_dict": state}, path)
   vocab = tmp_path / "vocab.txt"
   vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
-  labeler = chexbert.CheXbertLabeler.from_checkpoint(str(path), str(vocab), num_heads=4)
+  labeler = chexbert_labeler.CheXbertLabeler.from_checkpoint(str(path), str(vocab), num_heads=4)
   labels = labeler.label(["FINDINGS: Mild cardiomegaly.", "No pneumothorax."])
   assert labels.shape == (2, 14) and labels.dtype == np.float32
   from clipmed.errors import UserError
   with pytest.raises(UserError, match="does not exist"):
-    chexbert.CheXbertLabeler.from_checkpoint(str(tmp_path / "missing.pth"), str(vocab))
+    chexbert_labeler.CheXbertLabeler.from_checkpoint(str(tmp_path / "missing.pth"), str(vocab))

@@ -1,4 +1,4 @@
-"""The report CLIs: python -m clipmed.report.label and python -m clipmed.report.cxr_align."""
+"""The report CLI: python -m clipmed.report label / cxr-align."""
 
 import csv
 import os
@@ -9,8 +9,7 @@ import pytest
 
 from clipmed.errors import UserError
 from clipmed.report import chexpert
-from clipmed.report import cxr_align
-from clipmed.report import label
+from clipmed.report import __main__ as report_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS = [
@@ -35,7 +34,8 @@ def _read(path):
 def test_label_cli_writes_chexpert_format(tmp_path):
   src, out = tmp_path / "in.csv", tmp_path / "out.csv"
   _write(src, REPORTS)
-  assert label.run(["--input", str(src), "--text-column", "report", "--output", str(out)]) == 0
+  assert report_cli.run(["label", "--input", str(src), "--text-column", "report", "--output",
+                         str(out)]) == 0
   rows = _read(out)
   assert list(rows[0]) == ["study_id", "report"] + list(chexpert.CATEGORIES)
   assert [r["study_id"] for r in rows] == ["s1", "s2", "s3"]
@@ -50,10 +50,10 @@ def test_label_cli_joins_columns_and_prefixes(tmp_path):
   _write(src, [("No effusion.", "Mild cardiomegaly.", "1")],
          header=("findings", "impression", "Cardiomegaly"))
   with pytest.raises(UserError, match="--prefix"):
-    label.run(["--input", str(src), "--text-column", "findings", "--text-column", "impression",
-               "--output", str(out)])
-  label.run(["--input", str(src), "--text-column", "findings", "--text-column", "impression",
-             "--output", str(out), "--prefix", "pred_"])
+    report_cli.run(["label", "--input", str(src), "--text-column", "findings", "--text-column",
+                    "impression", "--output", str(out)])
+  report_cli.run(["label", "--input", str(src), "--text-column", "findings", "--text-column",
+                  "impression", "--output", str(out), "--prefix", "pred_"])
   row = _read(out)[0]
   assert row["Cardiomegaly"] == "1" and row["pred_Cardiomegaly"] == "1.0"
   assert row["pred_Pleural Effusion"] == "0.0"
@@ -65,8 +65,8 @@ def test_label_cli_joins_columns_and_prefixes(tmp_path):
     ("empty_report", "empty report"),
     ("missing_folder", "output folder"),
 ])
-@pytest.mark.parametrize("module", [label, cxr_align])
-def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, module, problem, message):
+@pytest.mark.parametrize("command", ["label", "cxr-align"])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, command, problem, message):
   src, out = tmp_path / "in.csv", tmp_path / "out.csv"
   column = "report"
   if problem == "missing_column":
@@ -78,7 +78,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, module, problem
     _write(src, REPORTS)
     out = tmp_path / "nowhere" / "out.csv"
   with pytest.raises(UserError, match=message):
-    module.run(["--input", str(src), "--text-column", column, "--output", str(out)])
+    report_cli.run([command, "--input", str(src), "--text-column", column, "--output", str(out)])
   assert not out.exists()
   assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")] == []
 
@@ -86,8 +86,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, module, problem
 def test_label_cli_skip_empty(tmp_path):
   src, out = tmp_path / "in.csv", tmp_path / "out.csv"
   _write(src, REPORTS + [("s4", "")])
-  label.run(["--input", str(src), "--text-column", "report", "--output", str(out),
-             "--skip-empty"])
+  report_cli.run(["label", "--input", str(src), "--text-column", "report", "--output", str(out),
+                  "--skip-empty"])
   rows = _read(out)
   assert all(rows[3][c] == "" for c in chexpert.CATEGORIES)
 
@@ -95,8 +95,8 @@ def test_label_cli_skip_empty(tmp_path):
 def test_cxr_align_cli(tmp_path):
   src, out = tmp_path / "in.csv", tmp_path / "out.csv"
   _write(src, REPORTS)
-  cxr_align.run(["--input", str(src), "--text-column", "report", "--output", str(out),
-                 "--seed", "1", "--id-column", "study_id"])
+  report_cli.run(["cxr-align", "--input", str(src), "--text-column", "report", "--output",
+                  str(out), "--seed", "1", "--id-column", "study_id"])
   rows = _read(out)
   assert list(rows[0]) == ["source_row", "study_id", "chosen_entity", "report", "negated",
                            "omitted"]
@@ -105,18 +105,18 @@ def test_cxr_align_cli(tmp_path):
   assert rows[0]["negated"] != rows[0]["report"] and rows[0]["omitted"] != rows[0]["report"]
 
 
-@pytest.mark.parametrize("module", ["clipmed.report.label", "clipmed.report.cxr_align"])
-def test_entry_points(tmp_path, module):
+@pytest.mark.parametrize("command", ["label", "cxr-align"])
+def test_entry_points(tmp_path, command):
   src, out = tmp_path / "in.csv", tmp_path / "out.csv"
   _write(src, REPORTS)
   env = dict(os.environ, PYTHONPATH=ROOT)
-  ok = subprocess.run([sys.executable, "-m", module, "--input", str(src), "--text-column",
-                       "report", "--output", str(out)], capture_output=True, text=True, env=env,
-                      cwd=ROOT, timeout=120)
+  cli = [sys.executable, "-m", "clipmed.report", command]
+  ok = subprocess.run(cli + ["--input", str(src), "--text-column", "report", "--output", str(out)],
+                      capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
   assert ok.returncode == 0, ok.stderr
   assert out.exists()
-  bad = subprocess.run([sys.executable, "-m", module, "--input", str(tmp_path / "nope.csv"),
-                        "--text-column", "report", "--output", str(out)],
+  bad = subprocess.run(cli + ["--input", str(tmp_path / "nope.csv"), "--text-column", "report",
+                              "--output", str(out)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
   assert bad.returncode == 2
   assert bad.stderr.startswith("error:") and "nope.csv" in bad.stderr

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from clipmed.report import chexpert
-from clipmed.report import cxr_align
 from clipmed.report import hard_negatives
 from clipmed.report import labeler
-from clipmed.report import pipeline
+from clipmed.report import processing
 
 ABNORMAL = [
     "FINDINGS: Moderate cardiomegaly. Small left pleural effusion. No pneumothorax. "
@@ -115,11 +114,11 @@ def test_pool_negatives():
   assert empty_pool.tolist() == [-1, -1]
 
 
-def test_build_triplets_skips_normal_reports_and_is_order_independent():
+def test_cxr_align_triplets_skips_normal_reports_and_is_order_independent():
   texts = [NORMAL] + ABNORMAL
-  triplets = cxr_align.build_triplets(texts, seed=3)
+  triplets = hard_negatives.cxr_align_triplets(texts, seed=3)
   assert [t["source_row"] for t in triplets] == [2, 3, 4, 5]
-  again = cxr_align.build_triplets(texts[::-1], seed=3)
+  again = hard_negatives.cxr_align_triplets(texts[::-1], seed=3)
   by_text = {t["report"]: t["negated"] for t in again}
   assert all(by_text[t["report"]] != "" for t in triplets)
   for t in triplets:
@@ -128,11 +127,11 @@ def test_build_triplets_skips_normal_reports_and_is_order_independent():
 
 def test_process_reports_fields():
   texts = [NORMAL, "Small right pleural effusion. Heart size is normal.", ABNORMAL[0]]
-  records = pipeline.process_reports(texts, seed=0)
+  records = processing.process_reports(texts, seed=0)
   assert len(records) == 3
   for record in records:
-    assert set(record) == set(pipeline.FIELDS)
-    for name, (dtype, shape, _) in pipeline.FIELDS.items():
+    assert set(record) == set(processing.FIELDS)
+    for name, (dtype, shape, _) in processing.FIELDS.items():
       value = record[name]
       if dtype == "str":
         assert isinstance(value, str)

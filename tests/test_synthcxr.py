@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
+from clipmed import errors
 from clipmed.report import chexpert
-from clipmed.report import pipeline as report_pipeline
+from clipmed.report import processing as report_processing
 from input_pipeline.synthcxr import findings as F
 from input_pipeline.synthcxr import generate
 from input_pipeline.synthcxr import processing
@@ -335,7 +336,7 @@ def test_cached_processing_equals_process_reports(processed_split):
   texts = texts[:40] + texts[:10]  # normal reports repeat anyway; force some more repeats
   assert len(set(texts)) < len(texts)
   cached = processing.process_reports_cached(texts, seed=5)
-  plain = report_pipeline.process_reports(texts, seed=5)
+  plain = report_processing.process_reports(texts, seed=5)
   for a, b in zip(cached, plain):
     assert set(a) == set(b)
     for key in a:
@@ -449,5 +450,5 @@ def test_prepare_unwritable_dir_is_a_clear_error(tmp_path):
 def test_data_source_before_prepare_is_a_clear_error(tmp_path):
   from input_pipeline import synthcxr
 
-  with pytest.raises(FileNotFoundError, match="prepare"):
+  with pytest.raises(errors.DataError, match="prepare"):
     synthcxr.data_source(str(tmp_path), "train", image_size=64, num_train=2)

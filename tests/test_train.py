@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from clipmed import train, train_step
-from configs import tiny
+from clipmed import errors, train, train_step
+from configs import common, tiny
 import input_pipeline
 from tests.conftest import ROOT, read_scalars, run_with_devices
 
@@ -29,22 +29,109 @@ def _tiny(data_dir, **overrides):
   return config
 
 
-def test_loss_falls_on_a_fixed_batch(tiny_data_dir):
-  config = _tiny(tiny_data_dir, **{"optimizer.learning_rate": 3e-3, "num_train_steps": 40})
+def _first_batch_and_step(config):
   s = train.setup(config)
   it = input_pipeline.create_train_iterator(
       config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
-      global_batch_size=config.batch_size, seed=0)
+      spec=s.batch_spec, class_names=s.dataset.class_names, global_batch_size=config.batch_size,
+      seed=0)
   batch = input_pipeline.make_global(next(it), s.mesh, s.data_axes)
   step = jax.jit(functools.partial(train_step.train_step, model=s.model,
-                                   loss_fn=train.make_loss_fn(config.loss, s.mesh, s.data_axes),
-                                   schedule=s.schedule))
+                                   loss_fn=s.make_loss_fn(), schedule=s.schedule))
+  return s, batch, step
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_data_dir):
+  config = _tiny(tiny_data_dir, **{"optimizer.learning_rate": 3e-3, "num_train_steps": 40})
+  s, batch, step = _first_batch_and_step(config)
   state, losses = s.state, []
   for _ in range(40):
     state, metrics, _ = step(state, batch, s.train_rng)
     losses.append(float(metrics.compute()["loss"]))
   assert np.all(np.isfinite(losses))
   assert losses[-1] < 0.6 * losses[0], losses  # an untrained model sits at 2 ln(B) = 4.2
+
+
+def test_a_non_finite_step_changes_no_parameter(tiny_data_dir):
+  config = _tiny(tiny_data_dir)
+  common.apply_row(config, "clip_ng_dtcg")  # the full method: negatives, graphs, three streams
+  s, batch, step = _first_batch_and_step(config)
+  state, metrics, info = step(s.state, batch, s.train_rng)
+  assert bool(info["finite"]) and float(metrics.compute()["skipped_steps"]) == 0.0
+  assert len(info["terms"]) == 18  # 6 directed pairs x 3 streams
+  poisoned = dict(batch, image=batch["image"].at[1].set(np.nan))
+  after, metrics, info = step(state, poisoned, s.train_rng)
+  assert not bool(info["finite"])
+  assert int(after.step) == int(state.step) + 1  # the step counts the batch it consumed
+  for old, new in zip(jax.tree.leaves((state.params, state.opt_state)),
+                      jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+  assert int(metrics.loss.count) == 0 and float(metrics.skipped_steps.total) == 1.0
+
+
+class _Poisoned:
+  """A train iterator whose batches at the given (1-based) steps have a NaN image row."""
+
+  def __init__(self, iterator, steps):
+    self._iterator, self._steps, self._count = iterator, set(steps), 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self._count += 1
+    batch = next(self._iterator)
+    if self._count in self._steps:
+      image = np.array(batch["image"])
+      image[0] = np.nan
+      batch = dict(batch, image=image)
+    return batch
+
+  def get_state(self):  # bytes: grain's checkpoint handler stores them as they are
+    return json.dumps(self._iterator.get_state()).encode()
+
+  def set_state(self, state):
+    self._iterator.set_state(json.loads(state))
+
+
+def _poison(monkeypatch, steps):
+  create = input_pipeline.create_train_iterator
+  monkeypatch.setattr(input_pipeline, "create_train_iterator",
+                      lambda *a, **kw: _Poisoned(create(*a, **kw), steps))
+
+
+def test_full_method_logs_every_loss_term_and_skipped_steps(tiny_data_dir, tmp_path,
+                                                            monkeypatch):
+  config = _tiny(tiny_data_dir, num_train_steps=6, log_every_steps=3)
+  common.apply_row(config, "clip_ng_dtcg")
+  config.evals = type(config.evals)()
+  _poison(monkeypatch, steps=[2])
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  assert read_scalars(workdir, "train/skipped_steps") == {3: 1.0, 6: 0.0}
+  loss = read_scalars(workdir, "train/loss")
+  assert sorted(loss) == [3, 6] and all(np.isfinite(list(loss.values())))
+  terms = {}
+  for pair in ("I->T", "T->I", "I->G", "G->I", "T->G", "G->T"):
+    for stream in ("text", "clinical", "graph"):
+      terms[f"{pair}/{stream}"] = read_scalars(workdir, f"train/loss_terms/{pair}/{stream}")
+  for step in (3, 6):  # the terms add up to the total, averaged over the same (finite) steps
+    assert sum(t[step] for t in terms.values()) == pytest.approx(loss[step], rel=1e-5)
+
+
+def test_consecutive_non_finite_steps_stop_the_run_with_the_last_checkpoint(
+    tiny_data_dir, tmp_path, monkeypatch):
+  config = _tiny(tiny_data_dir, num_train_steps=12, checkpoint_every_steps=3,
+                 max_consecutive_nonfinite_steps=3)
+  config.evals = type(config.evals)()
+  _poison(monkeypatch, steps=range(5, 13))
+  workdir = str(tmp_path / "run")
+  with pytest.raises(errors.NonFiniteError) as err:
+    train.train_and_evaluate(config, workdir)
+  message = str(err.value)
+  assert "training stopped at step 7: 3 consecutive steps" in message
+  assert "I->T/text" in message  # the non-finite loss terms are named
+  assert f"last good checkpoint is step 6 in {workdir}" in message
 
 
 def _run(args, **kwargs):
@@ -116,24 +203,33 @@ def test_resume_after_sigterm_gives_the_losses_of_an_uninterrupted_run(tiny_data
 
 _LOSSES_OF_A_RUN = """
 import json, sys
-from configs import tiny
+from clipmed import sharding
+from configs import common, tiny
 from clipmed import train
 from tests.conftest import read_scalars
 config = tiny.get_config("data_dir={data_dir},steps=4")
+common.apply_row(config, "clip_ng_dtcg")  # negatives, graphs and all three streams
 config.log_every_steps = 1
 config.evals = type(config.evals)()
+if {two_axes}:  # data x fsdp: parameters sharded over fsdp, the batch over data
+  config.mesh.shape = dict(data=4, fsdp=2)
+  config.mesh.rules = [(sharding.BATCH, "data"), (sharding.EMBED, "fsdp"),
+                       (sharding.MLP, "fsdp")]
 train.train_and_evaluate(config, "{workdir}")
 print(json.dumps(read_scalars("{workdir}", "train/loss")))
 """
 
 
 @pytest.mark.slow
-def test_eight_devices_train_like_one(tiny_data_dir, tmp_path):
+def test_eight_devices_and_a_two_axis_mesh_train_like_one(tiny_data_dir, tmp_path):
   out = {}
-  for devices in (1, 8):
-    code = _LOSSES_OF_A_RUN.format(data_dir=tiny_data_dir, workdir=tmp_path / f"d{devices}")
+  for name, devices, two_axes in (("one", 1, False), ("eight", 8, False),
+                                  ("data_x_fsdp", 8, True)):
+    code = _LOSSES_OF_A_RUN.format(data_dir=tiny_data_dir, workdir=tmp_path / name,
+                                   two_axes=two_axes)
     stdout = run_with_devices(code, num_devices=devices)
-    out[devices] = {int(k): v for k, v in json.loads(stdout.strip().splitlines()[-1]).items()}
-  assert sorted(out[1]) == [1, 2, 3, 4]
-  for step, loss in out[1].items():
-    assert out[8][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), (step, out)
+    out[name] = {int(k): v for k, v in json.loads(stdout.strip().splitlines()[-1]).items()}
+  assert sorted(out["one"]) == [1, 2, 3, 4]
+  for name in ("eight", "data_x_fsdp"):
+    for step, loss in out["one"].items():
+      assert out[name][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), (name, step, out)

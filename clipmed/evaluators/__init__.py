@@ -22,6 +22,13 @@ EVALUATORS: dict[str, type[Evaluator]] = {
 }
 
 # Imported last: the runner reads EVALUATORS from this package.
-from clipmed.evaluators.runner import Runner  # noqa: E402
+from clipmed.evaluators.runner import Runner, build_evaluators  # noqa: E402
 
-__all__ = ["EVALUATORS", "EvalContext", "Evaluator", "Metric", "Runner", "SplitData"]
+
+def check_evals_config(evals_config) -> None:
+  """Raises ConfigError for a config.evals entry that cannot be built (before any work)."""
+  build_evaluators(evals_config)
+
+
+__all__ = ["EVALUATORS", "EvalContext", "Evaluator", "Metric", "Runner", "SplitData",
+           "build_evaluators", "check_evals_config"]

@@ -1,4 +1,4 @@
-"""Types shared by the evaluation tasks (see /work/design/EVALUATORS.md).
+"""Types shared by the evaluation tasks (README, "Evaluation").
 
 An `Evaluator` is built from its own config block and evaluates one checkpoint through an
 `EvalContext`, which embeds each split once and caches text embeddings, so all tasks of one
@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 
 import ml_collections
 import numpy as np
+
+from clipmed import errors
+from clipmed.normalize import l2_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +72,6 @@ class SplitData:
   @property
   def num_studies(self) -> int:
     return len(self.reports)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-  """Rows scaled to unit L2 norm (zero rows stay zero). [N, D] -> [N, D] float32."""
-  x = np.asarray(x, dtype=np.float32)
-  norm = np.linalg.norm(x, axis=-1, keepdims=True)
-  return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 class EvalContext:
@@ -156,9 +152,9 @@ class Evaluator(abc.ABC):
     self.name = name or self.task
     missing = [f for f in ("split", "num_bootstrap") + self.required_fields if f not in config]
     if missing:
-      raise ValueError(f"config.evals.{self.name} (task {self.task!r}) lacks the field(s) "
-                       f"{missing}; add them to the evals block of your config (the fields "
-                       f"are listed in the docstring of {type(self).__module__})")
+      raise errors.ConfigError(f"config.evals.{self.name} (task {self.task!r}) lacks the field(s) "
+                               f"{missing}; add them to the evals block of your config (the fields "
+                               f"are listed in the docstring of {type(self).__module__})")
 
   @abc.abstractmethod
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:

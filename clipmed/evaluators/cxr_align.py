@@ -10,7 +10,8 @@ studies outside the benchmark), e.g. from a published CXR-Align file:
   "cxr_align_negated": r^n, r with the chosen present entity stated as absent (task A)
   "cxr_align_omitted": r^r, r with the sentences about that entity removed (task B)
 Without these keys the task builds them once per split from the split's reports with
-clipmed.report.cxr_align.build_triplets (abnormal reports only; seeded with the eval seed) and
+clipmed.report.hard_negatives.cxr_align_triplets (abnormal reports only; seeded with the eval
+seed) and
 reuses them for every later checkpoint.
 
 For each triplet (image, r, alternative) the model is right when sim(image, r) > sim(image,
@@ -53,13 +54,13 @@ def triplet_correct(ctx: EvalContext, image: np.ndarray, references: list,
 
 
 def triplet_extras(reports: list[str], seed: int) -> dict[str, list[str | None]]:
-  """Builds the three extras lists from report texts with clipmed.report.cxr_align."""
+  """Builds the three extras lists from report texts (hard_negatives.cxr_align_triplets)."""
   # Imported here: only this task needs the report-editing machinery.
-  from clipmed.report import cxr_align as cxr_align_lib
+  from clipmed.report import hard_negatives
   n = len(reports)
   out: dict[str, list[str | None]] = {REPORT_KEY: [None] * n}
   out.update({key: [None] * n for key in TASK_KEYS.values()})
-  for triplet in cxr_align_lib.build_triplets(reports, seed=seed):
+  for triplet in hard_negatives.cxr_align_triplets(reports, seed=seed):
     i = triplet["source_row"] - 1
     out[REPORT_KEY][i] = triplet["report"]
     out[TASK_KEYS["task_a"]][i] = triplet["negated"]

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from clipmed import errors
 from clipmed.evaluators import zero_shot
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric
 from clipmed.report import chexpert
@@ -142,7 +143,7 @@ class LinearProbe(Evaluator):
     self.indices = chexpert.names_to_indices(self.classes)
     for fraction in config.fractions:
       if not 0 < fraction <= 1:
-        raise ValueError(f"config.evals.{self.name}.fractions: {fraction} is not in (0, 1]")
+        raise errors.ConfigError(f"config.evals.{self.name}.fractions: {fraction} is not in (0, 1]")
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     train = ctx.split(self.config.train_split)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clipmed import errors
 from clipmed.evaluators.base import EvalContext
 from clipmed.report import chexpert
 
@@ -49,30 +50,32 @@ def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptS
   path = prompt_path(name_or_path)
   if not os.path.exists(path):
     bundled = sorted(f[:-5] for f in os.listdir(PROMPT_DIR) if f.endswith(".json"))
-    raise ValueError(f"prompt file {path} does not exist; set `prompts` in the eval config to "
-                     f"one of the bundled sets {bundled} or to a .json path")
+    raise errors.ConfigError(f"prompt file {path} does not exist; set `prompts` in the eval config "
+                             f"to one of the bundled sets {bundled} or to a .json path")
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueError(f"prompt file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    raise errors.ConfigError(
+        f"prompt file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
   table = data.get("classes") if isinstance(data, dict) else None
   if not isinstance(table, dict):
-    raise ValueError(f"prompt file {path} must be an object with a \"classes\" mapping")
+    raise errors.ConfigError(f"prompt file {path} must be an object with a \"classes\" mapping")
   chexpert.names_to_indices(classes)  # unknown class names get a clear error
   out = {}
   for name in classes:
     entry = table.get(name)
     if entry is None:
-      raise ValueError(f"prompt file {path} has no prompts for class {name!r}; add "
-                       f"\"{name}\": {{\"positive\": [...], \"negative\": [...]}}")
+      raise errors.ConfigError(f"prompt file {path} has no prompts for class {name!r}; add "
+                               f"\"{name}\": {{\"positive\": [...], \"negative\": [...]}}")
     sets = []
     for kind in ("positive", "negative"):
       prompts = entry.get(kind) if isinstance(entry, dict) else None
       if (not isinstance(prompts, list) or not prompts
           or not all(isinstance(p, str) and p.strip() for p in prompts)):
-        raise ValueError(f"prompt file {path}, class {name!r}: \"{kind}\" must be a nonempty "
-                         "list of nonempty strings")
+        raise errors.ConfigError(f"prompt file {path}, class {name!r}: \"{kind}\" must be a "
+                                 "nonempty "
+                                 "list of nonempty strings")
       sets.append(tuple(prompts))
     out[name] = PromptSet(*sets)
   return out

@@ -24,7 +24,7 @@ from clipmed.evaluators import metrics
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric
 from clipmed.report import chexpert
 
-PRECISION_K = 5  # "Top-5 precision" of the method definition (../shared/METHOD.md)
+PRECISION_K = 5  # "Top-5 precision" of the method definition (docs/METHOD.md)
 
 
 def binary_label_vectors(labels: np.ndarray) -> np.ndarray:

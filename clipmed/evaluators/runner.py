@@ -24,8 +24,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from clipmed import errors
 from clipmed.evaluators import EVALUATORS
-from clipmed.evaluators.base import EvalContext, Evaluator, Metric, SplitData, l2_normalize
+from clipmed.evaluators.base import EvalContext, Evaluator, Metric, SplitData
+from clipmed.normalize import l2_normalize
 from clipmed.report import chexpert
 
 # iterate_split(split) -> host batches {"image": float32 [B, H, W, C], "valid": bool [B]}.
@@ -72,6 +74,28 @@ def embed_split_images(batches: Iterable[Mapping[str, np.ndarray]],
   return l2_normalize(np.concatenate(parts))
 
 
+def build_evaluators(evals_config: ml_collections.ConfigDict,
+                     registry: Mapping[str, type[Evaluator]] | None = None
+                     ) -> dict[str, Evaluator]:
+  """One Evaluator per config.evals entry; raises ConfigError for a bad entry.
+
+  Args:
+    evals_config: config.evals.
+    registry: task name -> Evaluator class; defaults to clipmed.evaluators.EVALUATORS.
+  """
+  registry = EVALUATORS if registry is None else registry
+  out = {}
+  for name, cfg in evals_config.items():
+    if "task" not in cfg or cfg.task not in registry:
+      raise errors.ConfigError(f"config.evals.{name}.task={cfg.get('task')!r} is not a known "
+                               f"evaluation; known: {sorted(registry)}")
+    if "every_steps" not in cfg or int(cfg.every_steps) < 0:
+      raise errors.ConfigError(f"config.evals.{name}.every_steps must be >= 0 (0 = only after "
+                               "training)")
+    out[name] = registry[cfg.task](cfg, name)
+  return out
+
+
 class Runner:
   """Evaluates checkpoints on one dataset with the tasks of `config.evals`."""
 
@@ -94,21 +118,12 @@ class Runner:
         "study_ids": [N] str, "extras": {key: [N] list}}; see the task modules for extras keys.
       evaluators: task name -> Evaluator class; defaults to clipmed.evaluators.EVALUATORS.
     """
-    registry = EVALUATORS if evaluators is None else evaluators
     self.dataset = dataset
     self.seed = int(seed)
     self._iterate_split = iterate_split
     self._split_metadata = split_metadata
     self._metadata: dict[str, dict[str, Any]] = {}
-    self.evaluators: dict[str, Evaluator] = {}
-    for name, cfg in evals_config.items():
-      task = cfg.get("task", name)
-      if task not in registry:
-        raise ValueError(f"config.evals.{name}.task={task!r} is not a known evaluation; "
-                         f"known: {sorted(registry)}")
-      if "every_steps" not in cfg:
-        raise ValueError(f"config.evals.{name} lacks every_steps (0 = only after training)")
-      self.evaluators[name] = registry[task](cfg, name)
+    self.evaluators = build_evaluators(evals_config, evaluators)
 
   def due(self, step: int) -> list[str]:
     """Names of the periodic evaluations (every_steps > 0) due at `step`."""

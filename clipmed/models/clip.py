@@ -1,10 +1,14 @@
 """The CLIP dual encoder: Swin image encoder, BERT text encoder, projections, logit scale, and the
 optional report-graph encoder (config.model.graph.enabled).
 
-Hard-negative reports go through the same text encoder as the reports, and their graphs through
-the same graph encoder, in one call each: the two [B, ...] inputs are interleaved row by row into
-[2B, ...] (report i at row 2i, its negative at 2i + 1), so a batch-sharded input stays on its
-devices (no resharding of a concatenation), then split again.
+The model reads a batch of clipmed/batch.py whole. Hard-negative reports (batch["negative"]) go
+through the same text encoder as the reports, and their graphs through the same graph encoder, in
+one call each: the two [B, ...] inputs are interleaved row by row into [2B, ...] (report i at row
+2i, its negative at 2i + 1), so a batch-sharded input stays on its devices (no resharding of a
+concatenation), then split again.
+
+Activations carry logical axis names at the encoder boundaries (BATCH for the batch axis, see
+clipmed/sharding.py), so the config's rules shard them like the parameters.
 """
 
 from collections.abc import Mapping
@@ -15,31 +19,67 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from clipmed.models.bert import BertEncoder, pool
+from clipmed import batch as batch_lib
+from clipmed import errors
+from clipmed import sharding
+from clipmed.models.bert import POOLINGS, BertEncoder, pool
 from clipmed.models.gcn import GraphEncoder
-from clipmed.models.layers import ProjectionHead
+from clipmed.models.layers import PROJECTIONS, ProjectionHead
 from clipmed.models.swin import SwinTransformer
+from clipmed.normalize import l2_normalize
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 IMAGE_ENCODERS = ("swin",)
-# The un-prefixed graph arrays GraphEncoder reads (input_pipeline/graphs.py ARRAY_KEYS).
-GRAPH_KEYS = ("node_tokens", "node_token_mask", "node_types", "senders", "receivers",
-              "edge_types", "n_node", "n_edge")
 
 
 def compute_dtype(model_config: ml_collections.ConfigDict) -> Any:
   if model_config.dtype not in DTYPES:
-    raise ValueError(f"config.model.dtype={model_config.dtype!r} is not supported; use one of "
-                     f"{sorted(DTYPES)}.")
+    raise errors.ConfigError(f"config.model.dtype={model_config.dtype!r} is not supported; use "
+                             "one of "
+                             f"{sorted(DTYPES)}.")
   return DTYPES[model_config.dtype]
+
+
+def check_model_config(model_config: ml_collections.ConfigDict, *,
+                       max_text_length: int | None = None) -> None:
+  """Raises ConfigError for config.model values the model cannot be built with."""
+  compute_dtype(model_config)
+  if model_config.image.name not in IMAGE_ENCODERS:
+    raise errors.ConfigError(f"config.model.image.name={model_config.image.name!r} is not "
+                             f"supported; use one of {IMAGE_ENCODERS}.")
+  if model_config.projection not in PROJECTIONS:
+    raise errors.ConfigError(f"config.model.projection={model_config.projection!r}; use one of "
+                             f"{PROJECTIONS}")
+  if model_config.text.pooling not in POOLINGS:
+    raise errors.ConfigError(f"config.model.text.pooling={model_config.text.pooling!r}; use one "
+                             f"of {POOLINGS}")
+  text = model_config.text
+  if text.hidden_size % text.num_heads:
+    raise errors.ConfigError(f"config.model.text.hidden_size={text.hidden_size} must be divisible "
+                             f"by num_heads={text.num_heads}")
+  if len(model_config.image.depths) != len(model_config.image.num_heads):
+    raise errors.ConfigError("config.model.image.depths and num_heads must have the same length")
+  if max_text_length is not None and max_text_length > text.max_position_embeddings:
+    raise errors.ConfigError(f"config.data.max_text_length={max_text_length} exceeds "
+                             f"config.model.text.max_position_embeddings="
+                             f"{text.max_position_embeddings}")
+  if model_config.embed_dim <= 0 or model_config.logit_scale_max <= 0:
+    raise errors.ConfigError("config.model.embed_dim and logit_scale_max must be positive")
+  if model_config.graph.enabled:
+    try:
+      batch_lib.GraphBudget(max_nodes=int(model_config.graph.max_nodes),
+                            max_edges=int(model_config.graph.max_edges),
+                            max_node_tokens=int(model_config.graph.max_node_tokens))
+    except ValueError as e:
+      raise errors.ConfigError(str(e)) from None
 
 
 def make_image_encoder(model_config: ml_collections.ConfigDict, name: str | None = None):
   """The image encoder module named by config.model.image (Swin only for now)."""
   cfg = model_config.image
   if cfg.name not in IMAGE_ENCODERS:
-    raise ValueError(f"config.model.image.name={cfg.name!r} is not supported; use one of "
-                     f"{IMAGE_ENCODERS}.")
+    raise errors.ConfigError(f"config.model.image.name={cfg.name!r} is not supported; use one of "
+                             f"{IMAGE_ENCODERS}.")
   return SwinTransformer(
       patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depths=tuple(cfg.depths),
       num_heads=tuple(cfg.num_heads), window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
@@ -60,18 +100,12 @@ def make_text_encoder(model_config: ml_collections.ConfigDict, name: str | None 
       dropout=cfg.dropout, dtype=compute_dtype(model_config), remat=model_config.remat, name=name)
 
 
-def graph_enabled(model_config: ml_collections.ConfigDict) -> bool:
-  """config.model.graph.enabled; a config without a graph block has no graph encoder."""
-  graph = model_config.get("graph", None)
-  return bool(graph is not None and graph.get("enabled", False))
-
-
 def make_graph_encoder(model_config: ml_collections.ConfigDict, name: str | None = None):
   """The report-graph encoder of config.model.graph (node tokens use the text vocabulary)."""
   cfg = model_config.graph
   return GraphEncoder(
       vocab_size=model_config.text.vocab_size, embed_dim=model_config.embed_dim,
-      hidden_size=cfg.get("hidden_size", 128), num_layers=cfg.get("num_layers", 2),
+      hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
       projection=model_config.projection, dtype=compute_dtype(model_config), name=name)
 
 
@@ -86,18 +120,13 @@ def _deinterleave(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return pairs[:, 0], pairs[:, 1]
 
 
-def _check_graph(graph: Mapping[str, jax.Array], what: str) -> None:
-  missing = [k for k in GRAPH_KEYS if k not in graph]
-  if missing:
-    raise ValueError(
-        f"CLIPModel: {what} lacks the graph arrays {missing} (got {sorted(graph)}). Pass the "
-        f"un-prefixed arrays, e.g. gcn.strip_prefix(batch, \"{what}_\").")
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-  """Row-wise L2 normalisation in float32: [B, D] -> [B, D]."""
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+def _batch_constraint(x: jax.Array) -> jax.Array:
+  """Shards the leading axis of an activation like the batch (config.mesh.rules; other axes
+  unconstrained). A no-op outside `nn.logical_axis_rules` and a mesh context."""
+  if not nn.get_logical_axis_rules():
+    return x
+  spec = nn.logical_to_mesh_axes((sharding.BATCH,) + (None,) * (x.ndim - 1))
+  return jax.lax.with_sharding_constraint(x, spec)
 
 
 class CLIPModel(nn.Module):
@@ -119,7 +148,7 @@ class CLIPModel(nn.Module):
     self.text_encoder = make_text_encoder(cfg)
     self.image_projection = ProjectionHead(cfg.embed_dim, cfg.projection, dtype)
     self.text_projection = ProjectionHead(cfg.embed_dim, cfg.projection, dtype)
-    if graph_enabled(cfg):
+    if cfg.graph.enabled:
       self.graph_encoder = make_graph_encoder(cfg)
     self.log_logit_scale = self.param(
         "log_logit_scale",
@@ -128,75 +157,63 @@ class CLIPModel(nn.Module):
 
   def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     """images: [B, H, W, C] normalised -> [B, D] float32, unit norm."""
-    features = self.image_encoder(images, train=train)  # [B, F]
-    return l2_normalize(self.image_projection(features))
+    features = self.image_encoder(_batch_constraint(images), train=train)  # [B, F]
+    return _batch_constraint(l2_normalize(self.image_projection(_batch_constraint(features))))
 
   def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array, *,
                   train: bool = False) -> jax.Array:
     """input_ids, attention_mask: int [B, L] -> [B, D] float32, unit norm."""
-    hidden = self.text_encoder(input_ids, attention_mask, train=train)  # [B, L, H]
-    features = pool(hidden, attention_mask, self.config.text.pooling)  # [B, H]
-    return l2_normalize(self.text_projection(features))
+    hidden = self.text_encoder(_batch_constraint(input_ids), attention_mask, train=train)
+    features = pool(_batch_constraint(hidden), attention_mask, self.config.text.pooling)  # [B, H]
+    return _batch_constraint(l2_normalize(self.text_projection(features)))
 
   def encode_graph(self, graph: Mapping[str, jax.Array]) -> jax.Array:
-    """Un-prefixed graph arrays (GRAPH_KEYS, leading axis B) -> [B, D] float32, unit norm."""
-    if not graph_enabled(self.config):
-      raise ValueError("CLIPModel got report graphs but config.model.graph.enabled is False; "
-                       "enable the graph encoder or do not pass graph / neg_graph.")
-    _check_graph(graph, "graph")
-    return self.graph_encoder({k: graph[k] for k in GRAPH_KEYS})
+    """The `graph` arrays of a batch (clipmed/batch.py, leading axis B) -> [B, D], unit norm."""
+    if not self.config.graph.enabled:
+      raise ValueError("CLIPModel got report graphs but config.model.graph.enabled is False")
+    missing = [k for k in batch_lib.GRAPH_FIELDS if k not in graph]
+    if missing:
+      raise ValueError(f"CLIPModel: the report graph lacks the arrays {missing}")
+    return _batch_constraint(self.graph_encoder({k: graph[k] for k in batch_lib.GRAPH_FIELDS}))
 
   def logit_scale(self) -> jax.Array:
     """s = min(exp(log_scale), logit_scale_max), float32 scalar."""
     return jnp.minimum(jnp.exp(self.log_logit_scale), self.config.logit_scale_max)
 
-  def __call__(self, images: jax.Array, input_ids: jax.Array, attention_mask: jax.Array, *,
-               train: bool, neg_input_ids: jax.Array | None = None,
-               neg_attention_mask: jax.Array | None = None,
-               graph: Mapping[str, jax.Array] | None = None,
-               neg_graph: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
-    """Embeds a batch of studies, and their hard negatives and report graphs when given.
+  def __call__(self, batch: batch_lib.Batch, *, train: bool) -> dict[str, Any]:
+    """Embeds a batch of studies, and their hard negatives and report graphs when it has them.
 
     Args:
-      images: [B, H, W, C] normalised.
-      input_ids, attention_mask: int [B, L], the reports.
+      batch: a batch of clipmed/batch.py: image, input_ids, attention_mask, and `graph` /
+        `negative` when present (the graph needs config.model.graph.enabled).
       train: dropout / drop path on (rng stream "dropout").
-      neg_input_ids, neg_attention_mask: int [B, L], each study's hard-negative report.
-      graph: un-prefixed graph arrays of the reports (GRAPH_KEYS, leading axis B); needs
-        config.model.graph.enabled.
-      neg_graph: the same for the hard negatives.
 
     Returns:
-      {"image": [B, D], "text": [B, D], "logit_scale": scalar}, plus "neg_text", "graph",
-      "neg_graph" [B, D] for the inputs given. Embeddings are float32 and L2-normalised.
+      {"image": [B, D], "text": [B, D], "logit_scale": scalar}, plus "graph" [B, D] when the batch
+      has graphs and "negative": {"text": [B, D], "graph": [B, D]} when it has hard negatives.
+      Embeddings are float32 and L2-normalised.
     """
-    out = {"image": self.encode_image(images, train=train), "logit_scale": self.logit_scale()}
-    if (neg_input_ids is None) != (neg_attention_mask is None):
-      raise ValueError("CLIPModel: pass neg_input_ids and neg_attention_mask together.")
-    if neg_input_ids is None:
-      out["text"] = self.encode_text(input_ids, attention_mask, train=train)
+    out = {"image": self.encode_image(batch[batch_lib.IMAGE], train=train),
+           "logit_scale": self.logit_scale()}
+    negative = batch.get(batch_lib.NEGATIVE)
+    ids, mask = batch[batch_lib.INPUT_IDS], batch[batch_lib.ATTENTION_MASK]
+    if negative is None:
+      out["text"] = self.encode_text(ids, mask, train=train)
     else:
-      if neg_input_ids.shape != input_ids.shape:
-        raise ValueError(f"CLIPModel: neg_input_ids {neg_input_ids.shape} must have the shape of "
-                         f"input_ids {input_ids.shape} (same batch and max_text_length).")
-      both = self.encode_text(_interleave(input_ids, neg_input_ids),
-                              _interleave(attention_mask, neg_attention_mask), train=train)
-      out["text"], out["neg_text"] = _deinterleave(both)  # [B, D] each
-    if graph_enabled(self.config) and self.is_initializing() and graph is None:
-      raise ValueError("config.model.graph.enabled is True, so CLIPModel.init needs report graphs "
-                       "to create the graph encoder's parameters: pass graph=... (e.g. from "
-                       "input_pipeline.dummy_batch(config.data, batch_size=1, "
-                       "graphs=config.model.graph)).")
-    if graph is not None and neg_graph is not None:
-      _check_graph(graph, "graph")
-      _check_graph(neg_graph, "neg_graph")
-      both = self.encode_graph({k: _interleave(graph[k], neg_graph[k]) for k in GRAPH_KEYS})
-      out["graph"], out["neg_graph"] = _deinterleave(both)  # [B, D] each
+      both = self.encode_text(_interleave(ids, negative[batch_lib.INPUT_IDS]),
+                              _interleave(mask, negative[batch_lib.ATTENTION_MASK]), train=train)
+      out["text"], neg_text = _deinterleave(both)  # [B, D] each
+      out["negative"] = {"text": neg_text}
+    graph = batch.get(batch_lib.GRAPH)
+    if self.config.graph.enabled and graph is None:
+      raise ValueError("config.model.graph.enabled is True but the batch has no report graphs: "
+                       "build it with a BatchSpec of this config (clipmed.batch).")
+    if graph is not None and negative is not None:
+      both = self.encode_graph({k: _interleave(graph[k], negative[batch_lib.GRAPH][k])
+                                for k in batch_lib.GRAPH_FIELDS})
+      out["graph"], out["negative"]["graph"] = _deinterleave(both)  # [B, D] each
     elif graph is not None:
       out["graph"] = self.encode_graph(graph)
-    elif neg_graph is not None:
-      _check_graph(neg_graph, "neg_graph")
-      out["neg_graph"] = self.encode_graph(neg_graph)
     return out
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from clipmed import errors
+
 Path = tuple[str, ...]
 
 # Tensor kinds: how a PyTorch tensor becomes a Flax parameter.
@@ -119,7 +121,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   torch. A checkpoint that wraps its weights under "model" or "state_dict" is unwrapped.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"checkpoint file {path} does not exist.")
+    raise errors.FileError(f"checkpoint file {path} does not exist.")
   if path.endswith(".safetensors"):
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
     out = {}
@@ -143,7 +145,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         state = state[wrapper]
     return {k: _float32(v.detach().float().numpy(), path, k) for k, v in state.items()
             if hasattr(v, "detach")}
-  raise ValueError(f"unsupported checkpoint file {path}: expected .safetensors, .bin, .pth or .pt")
+  raise errors.FileError(f"unsupported checkpoint file {path}: expected .safetensors, .bin, .pth "
+                         "or .pt")
 
 
 def _float32(value: np.ndarray, path: str, key: str) -> np.ndarray:
@@ -256,10 +259,10 @@ def assemble(renamed: dict[Path, tuple[str, np.ndarray, str]], unexpected: list[
                     "the model does not have)")
   problems += [f"unexpected: {key} (no rule maps this tensor)" for key in unexpected]
   if problems:
-    raise ValueError(f"{source}: the checkpoint does not match the model "
-                     f"({len(problems)} problems):\n  " + "\n  ".join(problems) +
-                     "\nCheck that the model config (depths, heads, widths, window, vocab size, "
-                     "image size) matches the checkpoint.")
+    raise errors.ConfigError(f"{source}: the checkpoint does not match the model "
+                             f"({len(problems)} problems):\n  " + "\n  ".join(problems) +
+                             "\nCheck that the model config (depths, heads, widths, window, vocab "
+                             "size, image size) matches the checkpoint.")
   return out
 
 
@@ -291,8 +294,9 @@ def swin_layout(state: Mapping[str, np.ndarray]) -> str:
     return "hf"
   if "patch_embed.proj.weight" in keys:
     return "timm_original" if "layers.0.downsample.reduction.weight" in keys else "timm"
-  raise ValueError("the checkpoint has neither Hugging Face Swin keys (embeddings.*) nor timm keys "
-                   f"(patch_embed.proj.weight); first keys: {sorted(keys)[:5]}")
+  raise errors.FileError("the checkpoint has neither Hugging Face Swin keys (embeddings.*) nor "
+                         "timm keys "
+                         f"(patch_embed.proj.weight); first keys: {sorted(keys)[:5]}")
 
 
 def convert_swin(state: Mapping[str, np.ndarray], expected: Mapping[Path, tuple[int, ...]],

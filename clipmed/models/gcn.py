@@ -1,7 +1,7 @@
 """The report-graph encoder: a relational GCN over padded report graphs (jraph), mean readout.
 
-Input: the static-shape graph arrays of input_pipeline/graphs.py, batched [B, ...] (one real graph
-and one jraph padding graph per example), without the "graph_"/"neg_graph_" prefix.
+Input: the static-shape `graph` arrays of a batch (clipmed/batch.py, padded on the host by
+input_pipeline/graphs.py), [B, ...]: one real graph and one jraph padding graph per example.
 
 Node features (the cheap default): the mean of the node text's token embeddings from the
 encoder's own small table [vocab, H], plus a learned embedding of the node type (NODE_TYPES).
@@ -34,6 +34,7 @@ import jraph
 
 from clipmed import sharding
 from clipmed.models.layers import ProjectionHead, dense_init, layer_norm, zeros_init
+from clipmed.normalize import l2_normalize
 
 NUM_NODE_TYPES = 4   # input_pipeline.graphs.NODE_TYPES
 NUM_RELATIONS = 3    # input_pipeline.graphs.RELATIONS (each used in both directions)
@@ -108,7 +109,7 @@ class GraphEncoder(nn.Module):
     """Encodes a batch of padded graphs.
 
     Args:
-      graph: input_pipeline.graphs arrays without prefix: node_tokens, node_token_mask
+      graph: the batch's `graph` arrays: node_tokens, node_token_mask
         [B, N, T], node_types [B, N], senders, receivers, edge_types [B, E], n_node, n_edge [B, 2].
 
     Returns:
@@ -154,10 +155,4 @@ class GraphEncoder(nn.Module):
     # global gradient norm (and so the clipping) for the first steps.
     pooled = layer_norm(1e-6, self.dtype, "readout_norm")(pooled)
     z = ProjectionHead(self.embed_dim, self.projection, self.dtype, name="projection")(pooled)
-    z = z.astype(jnp.float32)
-    return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
-
-
-def strip_prefix(batch: Mapping[str, jax.Array], prefix: str) -> dict[str, jax.Array]:
-  """The graph arrays of a batch: {"graph_senders": ...} -> {"senders": ...} for prefix "graph_"."""
-  return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+    return l2_normalize(z)

@@ -15,7 +15,7 @@ PROJECTIONS = ("linear", "mlp")
 
 
 def dense_init(names: tuple[str | None, ...], stddev: float = 0.02):
-  """Truncated-normal initializer carrying logical axis names (one per parameter axis)."""
+  """Normal(0, stddev) initializer carrying logical axis names (one per parameter axis)."""
   return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
 
 

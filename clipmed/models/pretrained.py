@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from clipmed import errors
 from clipmed.models import convert
 from clipmed.models.bert import BertEncoder, pool
 from clipmed.models.swin import SwinTransformer
@@ -64,27 +65,27 @@ def resolve(source: str, what: str) -> str:
   if os.path.exists(source):
     return source
   if source.count("/") != 1 or source.startswith((".", "/")):
-    raise FileNotFoundError(f"{what}={source!r}: no such file or directory, and it is not a "
-                            "Hugging Face Hub id of the form 'org/name'.")
+    raise errors.FileError(f"{what}={source!r}: no such file or directory, and it is not a "
+                           "Hugging Face Hub id of the form 'org/name'.")
   try:
     from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ImportError(f"{what}={source!r} is a Hub id but huggingface_hub is not installed; "
                       "`pip install huggingface_hub` or download the model and give its "
                       "directory.") from None
-  errors = []
+  failures = []
   for local_only in (True, False):  # the cache first: works offline once downloaded
     for patterns in (HUB_PATTERNS, HUB_PATTERNS_BIN):
       try:
         path = snapshot_download(source, allow_patterns=patterns, local_files_only=local_only)
       except Exception as e:  # pylint: disable=broad-except  # network, auth, missing repo
-        errors.append(f"{type(e).__name__}: {e}")
+        failures.append(f"{type(e).__name__}: {e}")
         continue
       if _weights_in(path):
         return path
-  raise FileNotFoundError(
+  raise errors.FileError(
       f"{what}={source!r} could not be loaded from the local Hugging Face cache or downloaded "
-      f"({errors[-1] if errors else 'no weights found'}). On a machine with network access run "
+      f"({failures[-1] if failures else 'no weights found'}). On a machine with network access run "
       f"`hf download {source} --local-dir <DIR>` (or `huggingface-cli download ...`), copy <DIR> "
       f"here and set {what}=<DIR>.")
 
@@ -102,7 +103,7 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
     return convert.read_state_dict(path)
   weights = _weights_in(path)
   if weights is None:
-    raise FileNotFoundError(f"{path} holds no weights: expected one of {WEIGHT_FILES}.")
+    raise errors.FileError(f"{path} holds no weights: expected one of {WEIGHT_FILES}.")
   if weights.endswith(".index.json"):
     with open(weights) as f:
       shards = sorted(set(json.load(f)["weight_map"].values()))
@@ -126,7 +127,8 @@ def read_config(path: str) -> dict[str, Any]:
 def _check_equal(source: str, pairs: Sequence[tuple[str, Any, Any]]) -> None:
   bad = [f"{name}: checkpoint {a!r}, expected {b!r}" for name, a, b in pairs if a != b]
   if bad:
-    raise ValueError(f"{source}: unsupported or mismatched architecture:\n  " + "\n  ".join(bad))
+    raise errors.ConfigError(f"{source}: unsupported or mismatched architecture:\n  " + "\n  "
+                             "".join(bad))
 
 
 # ----------------------------------------------------------------------------- Swin
@@ -147,7 +149,8 @@ def swin_architecture(path: str, variant: str) -> tuple[dict[str, Any], int, int
     return kwargs, cfg.get("image_size", 224), cfg.get("num_channels", 3)
   variant = cfg.get("architecture", variant)  # timm hub directories name their variant
   if variant not in SWIN_VARIANTS:
-    raise ValueError(f"unknown Swin variant {variant!r} for {path}; known: {sorted(SWIN_VARIANTS)}")
+    raise errors.ConfigError(f"unknown Swin variant {variant!r} for {path}; known: "
+                             f"{sorted(SWIN_VARIANTS)}")
   kwargs, size = SWIN_VARIANTS[variant]
   return dict(kwargs), size, cfg.get("num_channels", cfg.get("in_chans", 3))
 
@@ -184,8 +187,8 @@ def bert_architecture(path: str) -> dict[str, Any]:
   """BertEncoder kwargs from a Hugging Face config.json."""
   cfg = read_config(path)
   if not cfg:
-    raise FileNotFoundError(f"{path}: a BERT source must be a directory with config.json "
-                            "(the Hugging Face layout).")
+    raise errors.FileError(f"{path}: a BERT source must be a directory with config.json "
+                           "(the Hugging Face layout).")
   _check_equal(path, [
       # Early checkpoints (e.g. Bio_ClinicalBERT) predate the model_type field.
       ("model_type", cfg.get("model_type", "bert"), "bert"),
@@ -206,8 +209,8 @@ def load_tokenizer(path: str):
     return transformers.AutoTokenizer.from_pretrained(path)
   except (OSError, ValueError, KeyError) as e:
     if not os.path.isfile(os.path.join(path, "vocab.txt")):
-      raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt / tokenizer.json) next to "
-                              f"the BERT weights ({e}).") from e
+      raise errors.FileError(f"{path}: no tokenizer files (vocab.txt / tokenizer.json) next to "
+                             f"the BERT weights ({e}).") from e
     return transformers.BertTokenizer.from_pretrained(path)
 
 
@@ -243,14 +246,15 @@ def _replace_subtree(subtree: Mapping, loaded: Mapping[convert.Path, np.ndarray]
   flat = convert.flatten(subtree)
   missing = sorted(set(flat) - set(loaded))
   if missing:  # convert.assemble already guarantees this; keep the invariant explicit
-    raise ValueError(f"{what}={source}: no weights for {['/'.join(p) for p in missing]}")
+    raise errors.ConfigError(f"{what}={source}: no weights for {['/'.join(p) for p in missing]}")
   out = {}
   for path, old in flat.items():
     value = loaded[path]
     target = old.unbox() if isinstance(old, nn.meta.AxisMetadata) else old
     if tuple(target.shape) != value.shape:
-      raise ValueError(f"{what}={source}: {'/'.join(path)} has shape {value.shape}, the model "
-                       f"expects {tuple(target.shape)}")
+      raise errors.ConfigError(f"{what}={source}: {'/'.join(path)} has shape {value.shape}, the "
+                               "model "
+                               f"expects {tuple(target.shape)}")
     value = np.asarray(value, dtype=target.dtype)
     if isinstance(target, jax.Array):  # keep the placement (host numpy in: works multi-process)
       new = jax.device_put(value, target.sharding)
@@ -319,11 +323,11 @@ def check_pretrained_available(model_config: ml_collections.ConfigDict) -> None:
       continue
     path = resolve(source, field)
     if os.path.isdir(path) and _weights_in(path) is None:
-      raise FileNotFoundError(f"{field}={source!r}: directory {path} holds no weights (expected "
-                              f"one of {WEIGHT_FILES}).")
+      raise errors.FileError(f"{field}={source!r}: directory {path} holds no weights (expected "
+                             f"one of {WEIGHT_FILES}).")
     if field.endswith("text.init") and not os.path.isdir(path):
-      raise FileNotFoundError(f"{field}={source!r} must be a directory with config.json, the "
-                              "weights and the tokenizer files (Hugging Face layout).")
+      raise errors.FileError(f"{field}={source!r} must be a directory with config.json, the "
+                             "weights and the tokenizer files (Hugging Face layout).")
 
 
 # ----------------------------------------------------------------------------- phrases

@@ -1,4 +1,4 @@
-"""CheXpert-14 categories and the clinical label vector of ../shared/METHOD.md.
+"""CheXpert-14 categories and the clinical label vector of docs/METHOD.md.
 
 Labeler convention (the CheXpert labeler's CSV): 1.0 positive, 0.0 negative, -1.0 uncertain, blank
 (NaN in arrays) not mentioned.
@@ -50,29 +50,35 @@ def apply_no_finding_rule(labels: np.ndarray) -> np.ndarray:
   return labels
 
 
-def clinical_vector(labels: np.ndarray, *, uncertain_as: float = 1.0,
-                    normalize: bool = True) -> np.ndarray:
+def clinical_vector(labels: np.ndarray, *, class_names: Sequence[str] = CATEGORIES,
+                    uncertain_as: float = 1.0, normalize: bool = True) -> np.ndarray:
   """Maps labeler output to the clinical vector c of METHOD.md.
 
-  positive -> 1, uncertain -> `uncertain_as` (1 = "U-ones"), negative and blank -> 0, and No Finding
-  = 1 exactly when no other category but Support Devices is positive or uncertain.
+  positive -> 1, uncertain -> `uncertain_as` (1 = "U-ones"), negative and blank -> 0; when the
+  classes include "No Finding", it is 1 exactly when no other class but "Support Devices" is
+  positive or uncertain (CheXpert's rule).
 
   Args:
-    labels: [..., 14] labeler-convention array (NaN = not mentioned).
+    labels: [..., K] labeler-convention array (NaN = not mentioned).
+    class_names: the K class names (the dataset's; CheXpert-14 by default).
     uncertain_as: value for uncertain mentions.
     normalize: L2-normalise the vector; an all-zero vector stays zero.
 
   Returns:
-    [..., 14] float32.
+    [..., K] float32.
   """
   labels = np.asarray(labels, dtype=np.float32)
-  if labels.shape[-1] != NUM_CATEGORIES:
-    raise ValueError(f"expected {NUM_CATEGORIES} CheXpert categories in the last axis, "
+  if labels.shape[-1] != len(class_names):
+    raise ValueError(f"expected {len(class_names)} label classes in the last axis, "
                      f"got shape {labels.shape}")
   vec = np.where(labels == POSITIVE, 1.0, 0.0)
   vec = np.where(labels == UNCERTAIN, uncertain_as, vec).astype(np.float32)
-  others = np.delete(vec, [NO_FINDING, SUPPORT_DEVICES], axis=-1)
-  vec[..., NO_FINDING] = np.where(np.any(others > 0, axis=-1), 0.0, 1.0)
+  names = list(class_names)
+  if "No Finding" in names:
+    no_finding = names.index("No Finding")
+    skip = [no_finding] + [names.index(n) for n in ("Support Devices",) if n in names]
+    others = np.delete(vec, skip, axis=-1)
+    vec[..., no_finding] = np.where(np.any(others > 0, axis=-1), 0.0, 1.0)
   if normalize:
     norm = np.linalg.norm(vec, axis=-1, keepdims=True)
     vec = np.where(norm > 0, vec / np.maximum(norm, 1e-12), 0.0).astype(np.float32)

@@ -12,7 +12,7 @@ Normal report: the hard negative is a report of the training set with exactly on
 (:func:`pool_negatives`).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
 import types
@@ -204,4 +204,34 @@ def pool_negatives(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   if pool.size:
     rows = np.flatnonzero(normal)
     out[rows] = pool[rng.integers(pool.size, size=rows.size)]
+  return out
+
+
+TRIPLET_COLUMNS = ("chosen_entity", "report", "negated", "omitted")
+
+
+def cxr_align_triplets(texts: Sequence[str], *, seed: int = 0,
+                   progress: Callable[[int], None] | None = None) -> list[dict[str, str]]:
+  """CXR-Align triplets of abnormal reports.
+
+  Each report draws from its own generator, np.random.default_rng([seed, row]), so a report's
+  triplet does not depend on the other rows.
+
+  Args:
+    texts: N report texts.
+    seed: random seed.
+    progress: optional callback(done).
+
+  Returns:
+    Dicts with source_row (1-based) and TRIPLET_COLUMNS, in input order.
+  """
+  out = []
+  for i, text in enumerate(texts):
+    if text and text.strip():
+      hn = make_hard_negative(text, np.random.default_rng([seed, i]))
+      if hn is not None:
+        out.append({"source_row": i + 1, "chosen_entity": hn.entity, "report": hn.report,
+                    "negated": hn.negated, "omitted": hn.omitted})
+    if progress is not None:
+      progress(i + 1)
   return out

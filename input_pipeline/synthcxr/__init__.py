@@ -28,6 +28,8 @@ from input_pipeline import tokenizer as tokenizer_lib
 from input_pipeline.synthcxr.generate import generate_example
 from input_pipeline.synthcxr.generate import measure_speed
 
+from clipmed import errors
+
 __all__ = ["prepare", "builder", "data_source", "tokenizer_dir", "measure_speed",
            "generate_example"]
 
@@ -60,12 +62,12 @@ def data_source(data_dir: str, split: str, **synth):
   """
   b = builder(data_dir, **synth)
   if not b.is_prepared():
-    raise FileNotFoundError(
+    raise errors.DataError(
         f"SynthCXR {b.builder_config.name} is not prepared in {b.data_dir}. Run "
         f"input_pipeline.synthcxr.prepare({data_dir!r}, ...) with the same settings first.")
   if split not in b.info.splits:
-    raise ValueError(f"SynthCXR {b.builder_config.name} has splits {list(b.info.splits)}, "
-                     f"not {split!r}")
+    raise errors.ConfigError(f"SynthCXR {b.builder_config.name} has splits {list(b.info.splits)}, "
+                             f"not {split!r}")
   return b.as_data_source(split=split)
 
 
@@ -78,11 +80,11 @@ def _check_writable(path: str) -> None:
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise PermissionError(
+    raise errors.NotWritableError(
         f"cannot create the dataset directory {path} ({e}). Set config.data.data_dir to a "
         "writable directory, e.g. --config=configs/demo.py:data_dir=/tmp/tfds") from e
   if not os.access(path, os.W_OK | os.X_OK):
-    raise PermissionError(
+    raise errors.NotWritableError(
         f"the dataset directory {path} is not writable. Set config.data.data_dir to a writable "
         "directory, e.g. --config=configs/demo.py:data_dir=/tmp/tfds")
 

@@ -2,7 +2,7 @@
 
     records = process_split(texts, seed=0, split="train")   # every report of the split at once
 
-Runs clipmed.report.pipeline.process_reports over the whole split (pool negatives of normal
+Runs clipmed.report.processing.process_reports over the whole split (pool negatives of normal
 studies are drawn from the split's own single-entity reports; each distinct normal report is
 processed once, see process_reports_cached), then gives a hard negative to the studies it left
 without one (`fill_missing_negatives`), so that every study of a real-sized split has one, as
@@ -19,10 +19,10 @@ import numpy as np
 
 from clipmed.report import chexpert
 from clipmed.report import hard_negatives
-from clipmed.report import pipeline as report_pipeline
+from clipmed.report import processing as report_processing
 from input_pipeline.synthcxr import generate
 
-# Fields of clipmed.report.pipeline.FIELDS stored per study ("labels" is not: the generator's
+# Fields of clipmed.report.processing.FIELDS stored per study ("labels" is not: the generator's
 # ground truth is stored instead).
 STORED_FIELDS = ("report_clean", "graph", "neg_report", "neg_labels", "neg_graph", "neg_entity",
                  "neg_source")
@@ -88,7 +88,7 @@ def fill_missing_negatives(records: list[dict[str, Any]], rng: np.random.Generat
 def process_reports_cached(texts: Sequence[str], *, seed: int,
                            progress: Callable[[int], None] | None = None
                            ) -> list[dict[str, Any]]:
-  """clipmed.report.pipeline.process_reports(texts, seed=seed), computed once per distinct normal
+  """clipmed.report.processing.process_reports(texts, seed=seed), computed once per distinct normal
   report.
 
   SynthCXR repeats its normal reports many times (6000 train reports have about 3750 distinct
@@ -101,7 +101,7 @@ def process_reports_cached(texts: Sequence[str], *, seed: int,
   for i, text in enumerate(texts):
     cached = normal_cache.get(text)
     if cached is None:
-      record = report_pipeline.process_report(text, rng=np.random.default_rng([seed, i]))
+      record = report_processing.process_report(text, rng=np.random.default_rng([seed, i]))
       if not hard_negatives.is_abnormal(record["labels"]):
         normal_cache[text] = record
     else:
@@ -110,7 +110,7 @@ def process_reports_cached(texts: Sequence[str], *, seed: int,
     records.append(record)
     if progress is not None:
       progress(i + 1)
-  report_pipeline.assign_pool_negatives(records, np.random.default_rng([seed, len(texts)]))
+  report_processing.assign_pool_negatives(records, np.random.default_rng([seed, len(texts)]))
   return records
 
 
@@ -130,7 +130,7 @@ def process_split(texts: Sequence[str], *, seed: int, split: str,
     name: dataset name for the messages.
 
   Returns:
-    N dicts with the keys of clipmed.report.pipeline.FIELDS (of which STORED_FIELDS are stored).
+    N dicts with the keys of clipmed.report.processing.FIELDS (of which STORED_FIELDS are stored).
   """
   num = len(texts)
   every = max(1, num // 10)

@@ -17,6 +17,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline.synthcxr import generate
 from input_pipeline.synthcxr import processing
@@ -70,7 +71,8 @@ def _new_config(image_size: int, num_train: int, num_validation: int, num_test: 
   for key, value in dict(image_size=image_size, num_train=num_train,
                          num_validation=num_validation, num_test=num_test).items():
     if int(value) < (32 if key == "image_size" else 0):
-      raise ValueError(f"synth_cxr: {key}={value} is invalid (image_size >= 32, sizes >= 0)")
+      raise errors.ConfigError(f"config.data.synth: {key}={value} is invalid (image_size >= 32, "
+                               "sizes >= 0)")
   name = config_name(image_size, num_train, seed)
   if (num_validation, num_test) != (500, 1000):
     name += f"_v{num_validation}_t{num_test}"
@@ -95,7 +97,7 @@ class SynthCxr(tfds.core.GeneratorBasedBuilder):
       "1.1.0": "Meniscus effusions, curved pneumothorax line, stronger devices and fractures, "
                "report wording agreed with clipmed.report.labeler.",
       "1.2.0": "Report processing per study: report_clean, graph, neg_report, neg_labels, "
-               "neg_graph, neg_entity, neg_source (clipmed.report.pipeline).",
+               "neg_graph, neg_entity, neg_source (clipmed.report.processing).",
   }
   # TFDS 4.9.x finds a builder's source through `importlib_resources` (a backport it only declares
   # for Python < 3.9) and fails without it; this builder's code path is simply this file.
@@ -117,7 +119,7 @@ class SynthCxr(tfds.core.GeneratorBasedBuilder):
             "labels": tfds.features.Tensor(shape=(chexpert.NUM_CATEGORIES,), dtype=np.float32),
             "study_id": tfds.features.Text(),
             "view": tfds.features.Text(),
-            # Report processing (processing.py; meanings in clipmed.report.pipeline.FIELDS).
+            # Report processing (processing.py; meanings in clipmed.report.processing.FIELDS).
             "report_clean": tfds.features.Text(),
             "graph": tfds.features.Text(),  # JSON {"nodes": [[text, type]], "edges": [...]}
             "neg_report": tfds.features.Text(),
