@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -57,18 +58,12 @@ def read_scalars(workdir: str, tag: str) -> dict[int, float]:
 
 
 def make_wordpiece_tokenizer(texts, vocab_size: int = 100):
-  """A small BERT-style fast tokenizer trained on `texts` ([PAD]=0, [CLS]=2, [SEP]=3)."""
-  import transformers  # pylint: disable=g-import-not-at-top
-  from tokenizers import (Tokenizer, models, normalizers, pre_tokenizers,  # pylint: disable=g-import-not-at-top
-                          processors, trainers)
+  """A small BERT-style fast tokenizer trained on `texts` ([PAD]=0, [CLS]=2, [SEP]=3).
 
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-      vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-      sep_token="[SEP]", mask_token="[MASK]")
+  Trained by clipmed's deterministic trainer, so the ids are the same in every test run.
+  """
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+
+  with tempfile.TemporaryDirectory() as out_dir:
+    tokenizer.train_wordpiece(texts, out_dir, vocab_size)
+    return tokenizer.load_tokenizer(out_dir)

@@ -41,3 +41,12 @@ def test_subcommands_are_an_explicit_dict():
   assert "loss" in benchmark.SUBCOMMANDS
   args = benchmark.build_parser().parse_args(["loss", "--batch", "8"])
   assert args.command == "loss" and args.batch == 8 and args.devices is None
+
+
+def test_wordpiece_subcommand_on_a_small_corpus():
+  args = benchmark.build_parser().parse_args(
+      ["wordpiece", "--reports", "50", "--vocab-size", "300"])
+  result = benchmark.run_wordpiece(args)
+  assert result["corpus"] == "synthetic" and result["reports"] == 50
+  assert result["vocab_len"] == 300 and result["words"] >= 50 * 60
+  assert result["train_s"] >= 0 and result["learn_cpu_s"] >= 0
