@@ -1,0 +1,1 @@
+"""Writers of small but real dataset files for tests (images here; per-dataset layouts beside it)."""
