@@ -142,7 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The final evaluation results {"<task>/<dataset>/<metric>": Metric}, or {} when training
     stopped early on a preemption signal.
   """
-  os.makedirs(workdir, exist_ok=True)
+  checkpointing.prepare_workdir(workdir)  # before data preparation and compilation
+  ckpt = _checkpointer(config, workdir)
+  ckpt.install_preemption_handler()
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   s = setup(config)
@@ -152,12 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iter = input_pipeline.create_train_iterator(
       config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
       global_batch_size=config.batch_size, seed=s.data_seed, **pipeline_extras(config))
-  ckpt = _checkpointer(config, workdir)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     step, state = restored
     logging.info("Resumed from the checkpoint at step %d in %s.", step, ckpt.directory)
-  ckpt.install_preemption_handler()
   initial_step = int(state.step)
 
   loss_fn = make_loss_fn(config.loss, mesh, s.data_axes)
@@ -196,6 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.warning("Stopped at step %d after a preemption signal; rerun the same command "
                         "to resume.", step)
         writer.flush()
+        ckpt.close()
         return {}
       if runner.due(step) and step != last_step:
         with report_progress.timed("eval"):
@@ -220,7 +221,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   Writes DIR/results.json, DIR/results.md and TensorBoard scalars, like the end of training.
   """
   s = setup(config)
-  ckpt = _checkpointer(config, workdir, save_data_iterator=False)
+  ckpt = _checkpointer(config, workdir, save_data_iterator=False, read_only=True)
   step, state = ckpt.restore_state(s.state, step)
   logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)
   runner = make_runner(config, s.dataset)
