@@ -27,8 +27,8 @@ class NotWritableError(UserError, PermissionError):
   """A directory clipmed must write (a data_dir, a workdir) that cannot be written."""
 
 
-class WorkdirError(UserError, OSError):
-  """A workdir that cannot be used (not writable, holding another run, disk full)."""
+class WorkdirError(UserError):
+  """A workdir that cannot be used: not writable, holding another run, or its disk failed."""
 
 
 class NonFiniteError(UserError, RuntimeError):

@@ -189,7 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The final evaluation results {"<task>/<dataset>/<metric>": Metric}, or {} when training
     stopped early on a preemption signal.
   """
-  os.makedirs(workdir, exist_ok=True)
+  checkpointing.prepare_workdir(workdir)  # before data preparation and compilation
+  ckpt = _checkpointer(config, workdir)
+  ckpt.install_preemption_handler()
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   s = setup(config)
@@ -200,12 +202,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
       spec=s.batch_spec, class_names=s.dataset.class_names, global_batch_size=config.batch_size,
       seed=s.data_seed)
-  ckpt = _checkpointer(config, workdir)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     step, state = restored
     logging.info("Resumed from the checkpoint at step %d in %s.", step, ckpt.directory)
-  ckpt.install_preemption_handler()
   initial_step = int(state.step)
 
   p_train_step = jax.jit(
@@ -237,9 +237,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if diverged is None and step == last_step:
         diverged = watch.flush()
       if diverged is not None:
-        ckpt.wait_until_finished()
         writer.flush()
-        raise _nonfinite_error(*diverged, config.max_consecutive_nonfinite_steps, ckpt)
+        error = _nonfinite_error(*diverged, config.max_consecutive_nonfinite_steps, ckpt)
+        ckpt.close()
+        raise error
       report_progress(step)
       if step % config.log_every_steps == 0 or step == last_step:
         writer.write_scalars(step, _train_scalars(train_metrics, term_sums))
@@ -253,6 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.warning("Stopped at step %d after a preemption signal; rerun the same command "
                         "to resume.", step)
         writer.flush()
+        ckpt.close()
         return {}
       if runner.due(step) and step != last_step:
         with report_progress.timed("eval"):
@@ -289,7 +291,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   Writes DIR/results.json, DIR/results.md and TensorBoard scalars, like the end of training.
   """
   s = setup(config)
-  ckpt = _checkpointer(config, workdir, save_data_iterator=False)
+  ckpt = _checkpointer(config, workdir, save_data_iterator=False, read_only=True)
   step, state = ckpt.restore_state(s.state, step)
   logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)
   runner = make_runner(config, s)

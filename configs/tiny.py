@@ -1,14 +1,15 @@
 """python -m clipmed.main --config=configs/tiny.py --workdir=/tmp/clipmed_tiny
 
 A seconds-long configuration for tests and smoke runs: a few dozen 64 px SynthCXR studies and a
-model of a few thousand parameters. Arguments: `configs/tiny.py:steps=N,batch=B,data_dir=PATH`.
+model of a few thousand parameters. Arguments: `configs/tiny.py:steps=N,batch=B,data_dir=PATH,
+evals=E`, where E is `all` (default), `none` or evaluation names joined by `+` (`retrieval+x`).
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, steps=6, batch=8, data_dir="data/tfds")
+  args = common.parse_arg(arg, steps=6, batch=8, data_dir="data/tfds", evals="all")
   config = common.base_config()
 
   config.data.data_dir = args.data_dir
@@ -30,4 +31,11 @@ def get_config(arg: str | None = None):
   config.eval_batch_size = 8
   for name in config.evals:
     config.evals[name].num_bootstrap = 50
+  if args.evals != "all":
+    keep = set() if args.evals == "none" else set(args.evals.split("+"))
+    if keep - set(config.evals):
+      raise ValueError(f"config argument evals={args.evals!r}: unknown evaluations "
+                       f"{sorted(keep - set(config.evals))}; choose from {sorted(config.evals)}")
+    for name in set(config.evals) - keep:
+      del config.evals[name]
   return config

@@ -1,0 +1,344 @@
+"""Faults while training, on real processes: SIGKILL at any moment, SIGTERM on one of two
+processes, a full disk during a save, unusable workdirs. README: "What happens when things go
+wrong".
+
+Every run is `python -m clipmed.main` (or, for two processes, `train_and_evaluate` after
+`jax.distributed.initialize`) on configs/tiny.py, with every step's loss in TensorBoard. Runs share
+a persistent compilation cache so that only the first one compiles.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, read_scalars
+
+STEPS = 20
+EVERY = 4  # checkpoint period: steps 4, 8, ..., 20
+_TMP = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def _main_args(data_dir: str, workdir: str, *extra: str) -> list[str]:
+  return [sys.executable, "-m", "clipmed.main",
+          f"--config=configs/tiny.py:data_dir={data_dir},steps={STEPS},evals=retrieval",
+          "--config.log_every_steps=1", f"--config.checkpoint_every_steps={EVERY}",
+          f"--workdir={workdir}", *extra]
+
+
+def _run(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_data_dir, tmp_path_factory, env) -> tuple[str, dict[int, float]]:
+  """(workdir, {step: loss}) of an uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp("baseline"))
+  proc = _run(_main_args(tiny_data_dir, workdir), env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  losses = read_scalars(workdir, "train/loss")
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  return workdir, losses
+
+
+def _error_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def _step_dirs(checkpoints: str) -> list[str]:
+  return sorted(os.listdir(checkpoints)) if os.path.isdir(checkpoints) else []
+
+
+def _finalized_steps(checkpoints: str) -> list[int]:
+  """Steps Orbax renamed into place (its commit), independent of clipmed's own check."""
+  return sorted(int(n) for n in _step_dirs(checkpoints) if n.isdigit())
+
+
+class _Child:
+  """A training process whose stderr goes to a file, to be stopped at a chosen moment."""
+
+  def __init__(self, args: list[str], env: dict[str, str], log: str):
+    self._log = log
+    self._text = ""
+    with open(log, "w") as f:
+      self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
+
+  def text(self) -> str:
+    """Its stderr so far (read incrementally: this is polled every millisecond)."""
+    with open(self._log, errors="replace") as f:
+      f.seek(len(self._text.encode()))
+      self._text += f.read()
+    return self._text
+
+  def kill_when(self, ready, confirm, timeout: float = 240) -> None:
+    """SIGKILLs the process the first time `ready()` and, with the process frozen, `confirm()`.
+
+    Freezing (SIGSTOP) before confirming makes the moment exact: nothing changes on disk between
+    the check and the kill.
+    """
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+      assert self.proc.poll() is None, "the run ended before the moment to kill it:\n" + \
+          self.text()[-3000:]
+      if ready():
+        self.proc.send_signal(signal.SIGSTOP)
+        _wait_stopped(self.proc.pid)
+        if confirm():
+          self.proc.kill()
+          self.proc.wait(timeout=60)
+          return
+        self.proc.send_signal(signal.SIGCONT)
+      time.sleep(0.001)
+    self.proc.kill()
+    pytest.fail("timed out waiting for the moment to kill the run")
+
+
+def _wait_stopped(pid: int) -> None:
+  for _ in range(2000):
+    with open(f"/proc/{pid}/stat") as f:
+      if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+        return
+    time.sleep(0.001)
+  raise AssertionError(f"process {pid} did not stop")
+
+
+def _assert_same_losses(workdir: str, expected: dict[int, float]) -> None:
+  losses = read_scalars(workdir, "train/loss")
+  assert sorted(losses) == sorted(expected)
+  different = {s: (losses[s], expected[s]) for s in expected if losses[s] != expected[s]}
+  assert not different, f"(resumed, uninterrupted) losses differ at steps {different}"
+
+
+def _resumed_step(stderr: str) -> int | None:
+  match = re.search(r"Resumed from the checkpoint at step (\d+)", stderr)
+  return int(match.group(1)) if match else None
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_resumes_from_the_latest_complete_checkpoint_exactly(
+    tiny_data_dir, baseline, tmp_path, env):
+  _, expected = baseline
+  workdir = str(tmp_path / "run")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  args = _main_args(tiny_data_dir, workdir)
+
+  def saving() -> bool:
+    return any(_TMP in n for n in _step_dirs(checkpoints))
+
+  # (a) Between steps: after the first checkpoint, while no save is in flight.
+  child = _Child(args, env, str(tmp_path / "a.log"))
+  child.kill_when(lambda: _finalized_steps(checkpoints),
+                  lambda: not saving() and STEPS not in _finalized_steps(checkpoints))
+  kept = _finalized_steps(checkpoints)[-1]
+
+  # (b) Inside an asynchronous save: its temporary directory is on disk.
+  child = _Child(args, env, str(tmp_path / "b.log"))
+  child.kill_when(saving, saving)
+  assert _resumed_step(child.text()) == kept
+  interrupted = [n for n in _step_dirs(checkpoints) if _TMP in n]
+  kept = _finalized_steps(checkpoints)[-1]
+
+  # (c) During the final evaluation (the last checkpoint is complete by then).
+  child = _Child(args, env, str(tmp_path / "c.log"))
+  child.kill_when(lambda: "Evaluating the final model" in child.text(),
+                  lambda: not os.path.exists(os.path.join(workdir, "results.json")))
+  assert _resumed_step(child.text()) == kept
+  warnings = [line for line in child.text().splitlines() if "Skipping incomplete" in line]
+  assert len(warnings) == 1 and all(n in warnings[0] for n in interrupted), warnings
+  assert not any(_TMP in n for n in _step_dirs(checkpoints))
+  assert _finalized_steps(checkpoints)[-1] == STEPS
+
+  proc = _run(args, env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert _resumed_step(proc.stderr) == STEPS
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+  _assert_same_losses(workdir, expected)
+
+
+def _can_mount_tmpfs(path: str) -> bool:
+  os.makedirs(path, exist_ok=True)
+  try:
+    mount = f"mount -t tmpfs -o size=64k tmpfs {path}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True,
+                          timeout=30).returncode == 0
+  except (OSError, subprocess.SubprocessError):
+    return False
+
+
+def _tmpfs_bytes(directory: str) -> int:
+  """What `directory`'s files take on tmpfs (whole pages)."""
+  total = 0
+  for root, _, files in os.walk(directory):
+    total += sum(-(-os.path.getsize(os.path.join(root, f)) // 4096) * 4096 for f in files)
+  return total
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_save_keeps_the_previous_checkpoint_and_exits_2(
+    tiny_data_dir, baseline, tmp_path, env):
+  """The checkpoints live on a real tmpfs with room for one checkpoint (a private mount namespace,
+  no root needed), so the second save fails with ENOSPC inside TensorStore's writes."""
+  base_workdir, expected = baseline
+  workdir, out = tmp_path / "run", tmp_path / "out"
+  checkpoints = workdir / "checkpoints"
+  checkpoints.mkdir(parents=True)
+  out.mkdir()
+  if not _can_mount_tmpfs(str(tmp_path / "probe")):
+    pytest.skip("cannot mount a tmpfs in a private namespace (`unshare -rm`) here")
+  one = max(_tmpfs_bytes(os.path.join(base_workdir, "checkpoints", str(s)))
+            for s in _finalized_steps(os.path.join(base_workdir, "checkpoints")))
+  args = " ".join(_main_args(tiny_data_dir, str(workdir)))
+  script = f"""
+    mount -t tmpfs -o size={one * 14 // 10} tmpfs {checkpoints} || exit 97
+    {args} 2> {out}/err1; echo $? > {out}/rc1
+    cp -a {checkpoints} {out}/after_failure
+    mount -o remount,size=64m {checkpoints} || exit 98
+    {args} 2> {out}/err2; echo $? > {out}/rc2
+  """
+  proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  err1 = (out / "err1").read_text()
+  assert (out / "rc1").read_text().strip() == "2", err1[-4000:]
+  lines = _error_lines(err1)  # Orbax and TensorStore print their own tracebacks around it
+  assert len(lines) == 1, err1[-4000:]
+  match = re.fullmatch(r"error: could not write the checkpoint for step (\d+) to \S+: No space "
+                       r"left on device \(errno 28\); kept the complete checkpoint at step (\d+);"
+                       r" .*rerun the same command to resume", lines[0])
+  assert match, lines[0]
+  failed, kept = int(match.group(1)), int(match.group(2))
+  assert kept == failed - EVERY and kept in _finalized_steps(str(out / "after_failure"))
+  assert all(s < failed for s in _finalized_steps(str(out / "after_failure")))
+
+  err2 = (out / "err2").read_text()
+  assert (out / "rc2").read_text().strip() == "0", err2[-4000:]
+  assert _resumed_step(err2) == kept
+  _assert_same_losses(str(workdir), expected)
+
+
+@pytest.mark.slow
+def test_workdir_of_a_different_model_is_refused_naming_the_parameter(
+    tiny_data_dir, baseline, tmp_path, env):
+  base_workdir, _ = baseline
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(base_workdir, workdir)
+  before = {n: os.path.getmtime(os.path.join(workdir, "checkpoints", n))
+            for n in _step_dirs(os.path.join(workdir, "checkpoints"))}
+  proc = _run(_main_args(tiny_data_dir, workdir, "--config.model.embed_dim=24"), env)
+  assert proc.returncode == 2, proc.stderr[-4000:]
+  assert "Traceback" not in proc.stderr
+  lines = _error_lines(proc.stderr)
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert re.fullmatch(r"error: the checkpoint at step 20 in \S+ is from another model: "
+                      r"params/\S+ has shape \(\d+, 16\) there but \(\d+, 24\) in this config "
+                      r"\(and \d+ more differences\); train this config with a new --workdir, .*",
+                      lines[0]), lines[0]
+  after = {n: os.path.getmtime(os.path.join(workdir, "checkpoints", n))
+           for n in _step_dirs(os.path.join(workdir, "checkpoints"))}
+  assert after == before
+
+
+@pytest.mark.slow
+def test_unwritable_workdir_fails_before_data_preparation(tmp_path, env):
+  tiny_data_dir = str(tmp_path / "no_data")  # never prepared: the run must stop before
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  proc = _run(_main_args(tiny_data_dir, str(blocker / "run")), env)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_lines(proc.stderr) == [
+      f"error: cannot write to --workdir={blocker}/run: Not a directory; choose a directory you "
+      f"can create and write to"]
+  assert "Mesh" not in proc.stderr and "Traceback" not in proc.stderr  # nothing was set up
+
+  readonly = tmp_path / "readonly"
+  if not _can_mount_tmpfs(str(readonly)):
+    pytest.skip("cannot mount a read-only tmpfs in a private namespace here")
+  args = " ".join(_main_args(tiny_data_dir, str(readonly)))
+  proc = subprocess.run(["unshare", "-rm", "sh", "-c",
+                         f"mount -t tmpfs -o ro tmpfs {readonly} && exec {args}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert _error_lines(proc.stderr) == [
+      f"error: cannot write to --workdir={readonly}: Read-only file system; choose a directory "
+      f"you can create and write to"]
+  assert "Mesh" not in proc.stderr
+
+
+_TWO_PROCESS_RUN = """
+import sys
+import jax
+jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
+                           process_id=int(sys.argv[1]))
+from absl import logging
+logging.use_absl_handler()
+logging.set_verbosity("info")
+from configs import tiny
+from clipmed import train
+config = tiny.get_config("data_dir={data_dir},steps={steps},evals=none")
+config.log_every_steps = 1
+train.train_and_evaluate(config, "{workdir}")
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _start_two(data_dir: str, workdir: str, steps: int, env: dict[str, str], logs: str
+               ) -> list[_Child]:
+  code = _TWO_PROCESS_RUN.format(port=_free_port(), data_dir=data_dir, steps=steps,
+                                 workdir=workdir)
+  return [_Child([sys.executable, "-c", code, str(i)], env, f"{logs}.{i}.log") for i in (0, 1)]
+
+
+def _finish(children: list[_Child], timeout: int = 600) -> list[str]:
+  for child in children:
+    child.proc.wait(timeout=timeout)
+  for i, child in enumerate(children):
+    assert child.proc.returncode == 0, f"process {i}:\n{child.text()[-4000:]}"
+  return [child.text() for child in children]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tiny_data_dir, tmp_path,
+                                                                     env):
+  steps = 8
+  straight = str(tmp_path / "straight")
+  _finish(_start_two(tiny_data_dir, straight, steps, env, str(tmp_path / "straight")))
+  expected = read_scalars(straight, "train/loss")
+  assert sorted(expected) == list(range(1, steps + 1))
+
+  workdir = str(tmp_path / "run")
+  children = _start_two(tiny_data_dir, workdir, steps, env, str(tmp_path / "run"))
+  deadline = time.time() + 300
+  while not re.search(r"\] \[2\] .*train/loss=", children[1].text()):  # process 1 is training
+    assert time.time() < deadline and children[1].proc.poll() is None, children[1].text()[-3000:]
+    time.sleep(0.005)
+  children[1].proc.send_signal(signal.SIGTERM)
+  logs = _finish(children)
+  stopped = [re.findall(r"Stopped at step (\d+) after a preemption signal", log) for log in logs]
+  assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+  stop = int(stopped[0][0])
+  assert 2 <= stop < steps
+  assert "Received signal 15" in logs[1] and "Received signal 15" not in logs[0]
+  assert _finalized_steps(os.path.join(workdir, "checkpoints"))[-1] == stop
+
+  logs = _finish(_start_two(tiny_data_dir, workdir, steps, env, str(tmp_path / "resume")))
+  assert [_resumed_step(log) for log in logs] == [stop, stop]
+  _assert_same_losses(workdir, expected)
