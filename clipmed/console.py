@@ -6,7 +6,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-from absl import logging
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -38,8 +37,7 @@ def user_errors_exit() -> Iterator[None]:
   try:
     yield
   except UserError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 

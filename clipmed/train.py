@@ -87,7 +87,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   data_seed = int(jax.random.randint(data_rng, (), 0, np.iinfo(np.int32).max))
 
   pretrained.check_pretrained_available(config.model)  # fail before preparing data or compiling
-  dataset = input_pipeline.prepare_dataset(config.data)
+  dataset = input_pipeline.open_dataset(config.data)
   model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
   schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
   tx = state_lib.create_optimizer(config.optimizer, schedule)

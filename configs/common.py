@@ -63,8 +63,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_seed = 0
 
   config.data = ml_collections.ConfigDict(dict(
-      name="synth_cxr",
+      name="synth_cxr",  # a key of input_pipeline.datasets.DATASETS
       data_dir="data/tfds",  # TFDS data_dir; SynthCXR is generated here on first use.
+      # Real datasets are prepared once with `python -m input_pipeline.prepare` (README,
+      # "Datasets"); `prepared` names which preparation to read (the prepare command's flags) and
+      # manual_dir (the untouched download) is only used to print that command when it is missing.
+      manual_dir="",
+      prepared=dict(image_size=512, options={}, seed=0, max_examples=0, vocab_size=30000),
+      views="frontal",  # "frontal" (PA, AP) or "all": the images used for training and evaluation
       # SynthCXR generation (used when name == "synth_cxr").
       synth=dict(image_size=128, num_train=6000, num_validation=500, num_test=1000, seed=0,
                  vocab_size=2000),

@@ -1,22 +1,34 @@
-"""Datasets by name: preparation, sources per split, tokenizer, evaluation iterators.
+"""Datasets by name: how each is prepared, and the `Dataset` handle training and evaluation use.
 
-`DATASETS` maps config.data.name to the function that prepares it (an explicit dict, no registry).
-The train loop and the evaluation CLI only see the `Dataset` handle returned by `prepare_dataset`.
+`DATASETS` maps config.data.name (and the --dataset of `python -m input_pipeline.prepare`) to its
+entry: SynthCXR, generated on first use, or a real dataset prepared once from the user's download
+by its TFDS builder (input_pipeline/builders/). Adding a dataset: one builder file in
+input_pipeline/builders/ and one `_Prepared(...)` line here.
+
+The train loop and the evaluation only see the `Dataset` returned by `open_dataset`: sources per
+split (with config.data.views applied), the tokenizer and the class names.
 """
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
+from input_pipeline.builders import base, listing, mimic_cxr
+
+VIEWS = ("frontal", "all")  # config.data.views
 
 
 @dataclasses.dataclass
@@ -27,6 +39,8 @@ class Dataset:
   source: Callable[[str], Any]  # split -> random-access source
   tokenizer: Any
   class_names: tuple[str, ...]  # the K label classes of `labels`
+  splits: tuple[str, ...]
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)  # hashes, options, version
   _metadata: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
   def iterate_split(self, split: str, *, spec: batch_lib.BatchSpec,
@@ -47,28 +61,118 @@ class Dataset:
     return self._metadata[split]
 
 
-def _prepare_synth_cxr(data_config: ml_collections.ConfigDict) -> tuple[Callable, str]:
-  synth = dict(data_config.synth)
-  if jax.process_index() == 0:
-    synthcxr.prepare(data_config.data_dir, **synth)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("clipmed:prepare_synth_cxr")
-  source = functools.cache(lambda split: synthcxr.data_source(data_config.data_dir, split, **synth))
-  return source, synthcxr.tokenizer_dir(data_config.data_dir, **synth)
+class _SynthCxr:
+  """SynthCXR: generated into config.data.data_dir on first use (process 0), then read."""
+
+  def open(self, data_config: ml_collections.ConfigDict) -> Dataset:
+    synth = dict(data_config.synth)
+    if jax.process_index() == 0:
+      synthcxr.prepare(data_config.data_dir, **synth)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("clipmed:prepare_synth_cxr")
+    source = functools.cache(
+        lambda split: synthcxr.data_source(data_config.data_dir, split, **synth))
+    tokenizer = tokenizer_lib.load_tokenizer(
+        data_config.tokenizer or synthcxr.tokenizer_dir(data_config.data_dir, **synth))
+    return Dataset(name="synth_cxr", data_config=data_config, source=source, tokenizer=tokenizer,
+                   class_names=chexpert.CATEGORIES, splits=("train", "validation", "test"))
 
 
-# name -> data_config -> (split -> source, default tokenizer path)
-DATASETS: dict[str, Callable[[ml_collections.ConfigDict], tuple[Callable, str]]] = {
-    "synth_cxr": _prepare_synth_cxr,
+class _Prepared:
+  """A real dataset, prepared by `python -m input_pipeline.prepare` with its builder."""
+
+  def __init__(self, builder_cls: type[base.RealDatasetBuilder]):
+    self.builder_cls = builder_cls
+
+  def builder(self, data_dir: str, *, image_size: int = base.DEFAULT_IMAGE_SIZE,
+              options: dict[str, str] | None = None, seed: int = 0, max_examples: int = 0,
+              vocab_size: int = base.DEFAULT_VOCAB_SIZE, **kwargs) -> base.RealDatasetBuilder:
+    config = base.make_config(self.builder_cls, image_size=image_size, options=options, seed=seed,
+                              max_examples=max_examples, vocab_size=vocab_size)
+    return self.builder_cls(config=config, data_dir=os.path.expanduser(data_dir), **kwargs)
+
+  def open(self, data_config: ml_collections.ConfigDict) -> Dataset:
+    prepared = data_config.prepared
+    builder = self.builder(data_config.data_dir, image_size=prepared.image_size,
+                           options=dict(prepared.options), seed=prepared.seed,
+                           max_examples=prepared.max_examples, vocab_size=prepared.vocab_size)
+    if not builder.is_prepared():
+      raise errors.DataError(
+          f"dataset {self.builder_cls.DATASET!r} is not prepared in {data_config.data_dir} (no "
+          f"{builder.data_dir}); run: {prepare_command(data_config)}")
+    root = os.fspath(builder.data_dir)
+    with open(os.path.join(root, base.INDEX_FILE), encoding="utf-8") as f:
+      index = json.load(f)
+    keep = {split: _view_rows(fields["view"], data_config.views)
+            for split, fields in index.items()}
+
+    @functools.cache
+    def source(split: str):
+      if split not in keep:
+        raise errors.ConfigError(f"dataset {self.builder_cls.DATASET!r} has the splits "
+                                 f"{sorted(keep)}, not {split!r}")
+      raw = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+      return raw if len(keep[split]) == len(raw) else RowSubset(raw, keep[split], split)
+
+    tokenizer = tokenizer_lib.load_tokenizer(
+        data_config.tokenizer or os.path.join(root, base.TOKENIZER_DIR))
+    meta = builder.info.metadata
+    return Dataset(name=self.builder_cls.DATASET, data_config=data_config, source=source,
+                   tokenizer=tokenizer, class_names=tuple(meta["class_names"]),
+                   splits=tuple(sorted(keep)),
+                   info=dict(version=str(builder.version), config=builder.builder_config.name,
+                             splits=dict(meta.get("splits", {})), options=dict(meta["options"])))
+
+
+def _view_rows(views: Sequence[str], which: str) -> np.ndarray:
+  """Record indices of a split kept by config.data.views ("frontal" or "all")."""
+  if which == "all":
+    return np.arange(len(views))
+  return np.array([i for i, view in enumerate(views) if listing.is_frontal(view)], np.int64)
+
+
+class RowSubset:
+  """The rows `rows` of a random-access source, in order (a view filter without a copy)."""
+
+  def __init__(self, source: Any, rows: np.ndarray, split: str):
+    self._source, self._rows, self.split = source, np.asarray(rows, np.int64), split
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, index: int) -> Any:
+    return self._source[int(self._rows[index])]
+
+  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+    return self._source.__getitems__([int(self._rows[i]) for i in indices])
+
+
+DATASETS: dict[str, Any] = {
+    "synth_cxr": _SynthCxr(),
+    "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
 }
 
 
-def prepare_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
-  """Prepares config.data.name (generating SynthCXR on first use) and loads its tokenizer."""
+def prepare_command(data_config: ml_collections.ConfigDict) -> str:
+  """The `python -m input_pipeline.prepare ...` command that prepares config.data."""
+  prepared = data_config.prepared
+  parts = ["python -m input_pipeline.prepare", f"--dataset={data_config.name}",
+           f"--manual_dir={data_config.manual_dir or 'DOWNLOAD_DIR'}",
+           f"--data_dir={data_config.data_dir}"]
+  if prepared.image_size != base.DEFAULT_IMAGE_SIZE:
+    parts.append(f"--image_size={prepared.image_size}")
+  parts += [f"--{name}={value}" for name, value in sorted(prepared.options.items())]
+  for name, default in (("seed", 0), ("max_examples", 0), ("vocab_size", base.DEFAULT_VOCAB_SIZE)):
+    if prepared[name] != default:
+      parts.append(f"--{name}={prepared[name]}")
+  return " ".join(parts)
+
+
+def open_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
+  """The Dataset of config.data (generating SynthCXR on first use), with its tokenizer."""
   if data_config.name not in DATASETS:
     raise errors.ConfigError(f"config.data.name={data_config.name!r} is not a known dataset; "
-                     f"choose one of {sorted(DATASETS)}")
-  source, default_tokenizer = DATASETS[data_config.name](data_config)
-  tokenizer = tokenizer_lib.load_tokenizer(data_config.tokenizer or default_tokenizer)
-  return Dataset(name=data_config.name, data_config=data_config, source=source,
-                 tokenizer=tokenizer, class_names=chexpert.CATEGORIES)
+                             f"choose one of {sorted(DATASETS)}")
+  if data_config.views not in VIEWS:
+    raise errors.ConfigError(f"config.data.views={data_config.views!r}; choose one of {VIEWS}")
+  return DATASETS[data_config.name].open(data_config)

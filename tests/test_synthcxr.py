@@ -383,11 +383,11 @@ def test_fill_missing_negatives_picks_an_absent_entity():
   records[1]["neg_source"] = records[2]["neg_source"] = "negated"
   for seed in range(5):
     out = [dict(r) for r in records]
-    assert processing.fill_missing_negatives(out, np.random.default_rng(seed)) == 1
+    assert report_processing.fill_missing_negatives(out, np.random.default_rng(seed)) == 1
     assert out[0]["neg_source"] == "pool" and out[0]["neg_report"] == "Edema."
     assert out[0]["neg_entity"] == "Edema"
   lonely = [record(possible_effusion, "Possible effusion.")]
-  assert processing.fill_missing_negatives(lonely, np.random.default_rng(0)) == 0
+  assert report_processing.fill_missing_negatives(lonely, np.random.default_rng(0)) == 0
   assert lonely[0]["neg_source"] == "none"
 
 

@@ -116,3 +116,49 @@ def process_reports(texts: Sequence[str], *, seed: int = 0,
       progress(i + 1)
   assign_pool_negatives(records, np.random.default_rng([seed, len(texts)]))
   return records
+
+
+def _present(labels: np.ndarray) -> set[int]:
+  """Finding categories (No Finding / Support Devices aside) that are positive or uncertain."""
+  return {i for i in range(chexpert.NUM_CATEGORIES)
+          if i not in hard_negatives.EXCLUDED_ENTITIES
+          and labels[i] in (chexpert.POSITIVE, chexpert.UNCERTAIN)}
+
+
+def fill_missing_negatives(records: list[dict[str, Any]], rng: np.random.Generator) -> int:
+  """Gives a pool hard negative to every record that has none (in place).
+
+  process_reports leaves neg_source == "none" for studies that are neither normal nor have a
+  positive finding that can be negated cleanly: mostly studies whose only findings are uncertain
+  ("possible small left pleural effusion"), about 3% of a SynthCXR split.
+  Such a study gets a report of the split with exactly one positive entity, as a normal study
+  does, chosen among those whose entity is not already present (positive or uncertain) in the
+  study, so that the negative asserts a finding the study does not. neg_source is "pool".
+
+  Args:
+    records: process_reports outputs of one split.
+    rng: numpy Generator for the picks.
+
+  Returns:
+    The number of records filled. Records stay "none" only when the split has no usable
+    single-entity report (tiny splits).
+  """
+  missing = [i for i, r in enumerate(records) if r["neg_source"] == "none"]
+  if not missing:
+    return 0
+  labels = np.stack([r["labels"] for r in records])  # [N, 14]
+  pool = np.flatnonzero(hard_negatives.single_entity_mask(labels))
+  pool_entity = {int(j): next(iter(_present(labels[j]))) for j in pool}
+  filled = 0
+  for i in missing:
+    present = _present(labels[i])
+    choices = [j for j in pool_entity if j != i and pool_entity[j] not in present]
+    if not choices:
+      continue
+    j = choices[int(rng.integers(len(choices)))]
+    source = records[j]
+    records[i].update(neg_report=source["report_clean"], neg_labels=source["labels"].copy(),
+                      neg_graph=source["graph"], neg_entity=chexpert.CATEGORIES[pool_entity[j]],
+                      neg_source="pool")
+    filled += 1
+  return filled

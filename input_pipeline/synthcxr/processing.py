@@ -5,8 +5,8 @@
 Runs clipmed.report.processing.process_reports over the whole split (pool negatives of normal
 studies are drawn from the split's own single-entity reports; each distinct normal report is
 processed once, see process_reports_cached), then gives a hard negative to the studies it left
-without one (`fill_missing_negatives`), so that every study of a real-sized split has one, as
-METHOD.md asks. The builder stores the fields of STORED_FIELDS next to the generated ones; the
+without one (clipmed.report.processing.fill_missing_negatives), so that every study of a
+real-sized split has one, as METHOD.md asks. The builder stores the fields of STORED_FIELDS next to the generated ones; the
 generator's ground-truth `labels` stay as they are (process_reports' own labels of the cleaned
 report are used here only to pick negatives).
 """
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from clipmed.report import chexpert
 from clipmed.report import hard_negatives
 from clipmed.report import processing as report_processing
 from input_pipeline.synthcxr import generate
@@ -37,52 +36,6 @@ def processing_seed(seed: int, split: str) -> int:
                      f"{list(generate.SPLIT_IDS)}")
   entropy = [int(seed), generate.SPLIT_IDS[split], _PROCESSING_STREAM]
   return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def _present(labels: np.ndarray) -> set[int]:
-  """Finding categories (No Finding / Support Devices aside) that are positive or uncertain."""
-  return {i for i in range(chexpert.NUM_CATEGORIES)
-          if i not in hard_negatives.EXCLUDED_ENTITIES
-          and labels[i] in (chexpert.POSITIVE, chexpert.UNCERTAIN)}
-
-
-def fill_missing_negatives(records: list[dict[str, Any]], rng: np.random.Generator) -> int:
-  """Gives a pool hard negative to every record that has none (in place).
-
-  process_reports leaves neg_source == "none" for studies that are neither normal nor have a
-  positive finding that can be negated cleanly; in SynthCXR these are mostly the studies whose
-  only findings are uncertain ("possible small left pleural effusion"), about 3% of a split.
-  Such a study gets a report of the split with exactly one positive entity, as a normal study
-  does, chosen among those whose entity is not already present (positive or uncertain) in the
-  study, so that the negative asserts a finding the study does not. neg_source is "pool".
-
-  Args:
-    records: process_reports outputs of one split.
-    rng: numpy Generator for the picks.
-
-  Returns:
-    The number of records filled. Records stay "none" only when the split has no usable
-    single-entity report (tiny splits).
-  """
-  missing = [i for i, r in enumerate(records) if r["neg_source"] == "none"]
-  if not missing:
-    return 0
-  labels = np.stack([r["labels"] for r in records])  # [N, 14]
-  pool = np.flatnonzero(hard_negatives.single_entity_mask(labels))
-  pool_entity = {int(j): next(iter(_present(labels[j]))) for j in pool}
-  filled = 0
-  for i in missing:
-    present = _present(labels[i])
-    choices = [j for j in pool_entity if j != i and pool_entity[j] not in present]
-    if not choices:
-      continue
-    j = choices[int(rng.integers(len(choices)))]
-    source = records[j]
-    records[i].update(neg_report=source["report_clean"], neg_labels=source["labels"].copy(),
-                      neg_graph=source["graph"], neg_entity=chexpert.CATEGORIES[pool_entity[j]],
-                      neg_source="pool")
-    filled += 1
-  return filled
 
 
 def process_reports_cached(texts: Sequence[str], *, seed: int,
@@ -143,7 +96,8 @@ def process_split(texts: Sequence[str], *, seed: int, split: str,
 
   split_seed = processing_seed(seed, split)
   records = process_reports_cached(list(texts), seed=split_seed, progress=progress)
-  filled = fill_missing_negatives(records, np.random.default_rng([split_seed, num, 1]))
+  filled = report_processing.fill_missing_negatives(
+      records, np.random.default_rng([split_seed, num, 1]))
   if say is not None and num:
     sources = [r["neg_source"] for r in records]
     counts = ", ".join(f"{s} {sources.count(s)}" for s in ("negated", "pool", "none"))
