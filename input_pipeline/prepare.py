@@ -71,6 +71,9 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, options: dict[str, 
                               seed=seed)
   if not manual_dir:
     raise errors.ConfigError(f"--dataset={dataset} needs --manual_dir, the unpacked download")
+  if not os.path.isdir(os.path.expanduser(manual_dir)):
+    raise errors.DataError(f"{dataset}: --manual_dir={manual_dir} is not a directory; point it "
+                           f"at the unpacked download from {entry.builder_cls.HOMEPAGE}")
   builder = entry.builder(data_dir, image_size=image_size, options=options, seed=seed,
                           max_examples=max_examples, vocab_size=vocab_size, workers=workers,
                           max_reject_fraction=max_reject_fraction, beam=bool(beam_runner),
