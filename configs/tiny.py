@@ -2,16 +2,19 @@
 
 A seconds-long configuration for tests and smoke runs: a few dozen 64 px SynthCXR studies and a
 model of a few thousand parameters. Arguments: `configs/tiny.py:steps=N,batch=B,data_dir=PATH,
-evals=E`, where E is `all` (default), `none` or evaluation names joined by `+` (`retrieval+x`).
+evals=E,dataset=D`, where E is `all` (default), `none` or evaluation names joined by `+`
+(`retrieval+x`), and D a dataset name (default synth_cxr; a real dataset must be prepared).
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, steps=6, batch=8, data_dir="data/tfds", evals="all")
+  args = common.parse_arg(arg, steps=6, batch=8, data_dir="data/tfds", evals="all",
+                          dataset="synth_cxr")
   config = common.base_config()
 
+  config.data.name = args.dataset
   config.data.data_dir = args.data_dir
   config.data.synth.update(dict(image_size=64, num_train=48, num_validation=8, num_test=24,
                                 vocab_size=300))

@@ -156,3 +156,50 @@ def test_cli_prints_one_json_summary_and_rebuilds_nothing(prepared):
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and "Traceback" not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith("error: mimic_cxr: --manual_dir=")
+
+
+@pytest.mark.slow
+def test_tiny_training_and_evaluation_on_prepared_mimic_cxr(prepared, tmp_path):
+  """configs/tiny.py trains on the prepared fake for a few steps, then clipmed.evaluate
+  reproduces its results; the test split's hash is in results.json."""
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(prepared[1]["data_dir"])))
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  config = [f"--config=configs/tiny.py:data_dir={data_dir},dataset=mimic_cxr,steps=4,batch=2",
+            "--config.data.prepared.image_size=64", "--config.data.prepared.vocab_size=200",
+            "--config.data.max_text_length=32"]
+  workdir = str(tmp_path / "run")
+  run = subprocess.run([sys.executable, "-m", "clipmed.main", *config, f"--workdir={workdir}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+  assert run.returncode == 0, run.stderr[-4000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert "retrieval/mimic_cxr/recall@1" in results
+  assert "normal_detection/mimic_cxr/accuracy" in results
+  os.remove(os.path.join(workdir, "results.json"))
+  again = subprocess.run([sys.executable, "-m", "clipmed.evaluate", *config,
+                          f"--workdir={workdir}"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+  assert again.returncode == 0, again.stderr[-4000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == results
+
+
+@pytest.mark.slow
+def test_beam_direct_runner_builds_the_same_dataset(prepared, tmp_path):
+  """The distributed path (Apache Beam, here the DirectRunner) writes the same records, rejects
+  and split hashes as the multiprocessing path."""
+  first_root, summary = prepared
+  beam = _prepare(first_root, name=f"tfds_beam_{tmp_path.name}", beam_runner="DirectRunner")
+  assert {k: beam[k] for k in ("splits", "rejected", "filtered", "config")} == {
+      k: summary[k] for k in ("splits", "rejected", "filtered", "config")}
+  with open(beam["rejects_csv"]) as f, open(summary["rejects_csv"]) as g:
+    assert f.read() == g.read()
+  for split in summary["splits"]:
+    a, b = _records(summary, split), _records(beam, split)
+    assert set(a) == set(b)
+    for key in a:
+      assert a[key]["report_clean"] == b[key]["report_clean"]
+      np.testing.assert_array_equal(a[key]["image"], b[key]["image"])
+  with open(os.path.join(summary["data_dir"], "metadata.json")) as f, \
+      open(os.path.join(beam["data_dir"], "metadata.json")) as g:
+    assert json.load(f)["splits"] == json.load(g)["splits"]
