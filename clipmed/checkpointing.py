@@ -69,6 +69,41 @@ def prepare_workdir(workdir: str) -> None:
                        f"choose a directory you can create and write to") from None
 
 
+RUN_TOKENIZER = "tokenizer"  # <workdir>/tokenizer: the tokenizer the run was trained with
+_FINGERPRINT = "fingerprint.txt"
+
+
+def check_run_tokenizer(workdir: str, tokenizer: Any, fingerprint: str, *, save: bool) -> None:
+  """Keeps the run's tokenizer with its checkpoints and refuses a different one.
+
+  The first training process 0 saves `tokenizer` (and its fingerprint) in <workdir>/tokenizer;
+  afterwards, resuming or evaluating with a tokenizer of another fingerprint (a re-prepared
+  data_dir, another config.data.tokenizer) raises a ConfigError naming the fix, instead of
+  silently mapping the reports to other token ids.
+
+  Args:
+    workdir: the run's directory.
+    tokenizer: the tokenizer the config would use (a transformers fast tokenizer).
+    fingerprint: its input_pipeline.tokenizer.tokenizer_fingerprint.
+    save: store it when the run has none yet (training, process 0).
+  """
+  folder = os.path.join(workdir, RUN_TOKENIZER)
+  path = os.path.join(folder, _FINGERPRINT)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      stored = f.read().strip()
+    if stored != fingerprint:
+      raise errors.ConfigError(
+          f"the run in {workdir} was trained with another tokenizer (fingerprint {stored}, kept "
+          f"in {folder}) than the one config.data gives now ({fingerprint}): the data_dir was "
+          f"prepared differently or config.data.tokenizer changed. Use the run's tokenizer: "
+          f"--config.data.tokenizer={folder}")
+  elif save:
+    tokenizer.save_pretrained(folder)
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(fingerprint + "\n")
+
+
 def _is_complete(step_dir: str, items: tuple[str, ...]) -> bool:
   """Whether Orbax finished writing `step_dir` (named by its step) with all of `items`."""
   committed = os.path.exists(os.path.join(step_dir, _COMMIT_SUCCESS))

@@ -41,6 +41,50 @@ def user_errors_exit() -> Iterator[None]:
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a config file's own UserError (e.g. a bad `:key=value` argument)
+  printed as one line and exit status 2 instead of ml_collections' traceback text.
+
+  Use as `app.run(main, flags_parser=console.parse_flags)`.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from clipmed.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    # ml_collections re-raises the config's own error with its trace as the message: report the
+    # innermost UserError of the chain, the one the config raised.
+    cause, user_error = e.__context__, None
+    while cause is not None:
+      if isinstance(cause, UserError):
+        user_error = cause
+      cause = cause.__context__
+    if user_error is not None:
+      print(f"error: {user_error}", file=sys.stderr, flush=True)
+    else:
+      print(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.", file=sys.stderr,
+            flush=True)
+    sys.exit(2)
+
+
+def config_value(config_flag):
+  """The config of a config-file flag holder; a file that cannot be loaded is a ConfigError.
+
+  ml_collections defers a missing file's error to the first attribute access; this touches the
+  config once so the error surfaces here, as one line.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from clipmed.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config = config_flag.value
+  try:
+    config.get("seed")
+  except OSError:
+    given = flags.FLAGS[config_flag.name].serialize()
+    raise ConfigError(f"cannot load {given}: the file does not exist or does not define "
+                      "get_config(); pass a config file, e.g. --config=configs/demo.py") from None
+  return config
+
+
 def print_results(workdir: str) -> None:
   """Prints DIR/results.md (the evaluation tables) to stdout."""
   path = os.path.join(workdir, "results.md")

@@ -28,9 +28,9 @@ def main(argv):
 
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
-    train.evaluate_checkpoint(_CONFIG.value, workdir, _STEP.value)
+    train.evaluate_checkpoint(console.config_value(_CONFIG), workdir, _STEP.value)
   console.print_results(workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

@@ -36,10 +36,10 @@ def main(argv):
                jax.local_devices())
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
-    results = train.train_and_evaluate(_CONFIG.value, workdir)
+    results = train.train_and_evaluate(console.config_value(_CONFIG), workdir)
   if results and jax.process_index() == 0:
     console.print_results(workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

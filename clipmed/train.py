@@ -38,6 +38,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.data.name not in input_pipeline.DATASETS:
     raise ConfigError(f"config.data.name={config.data.name!r} is not a known dataset; choose "
                       f"one of {sorted(input_pipeline.DATASETS)}")
+  if config.data.views not in input_pipeline.VIEWS:
+    raise ConfigError(f"config.data.views={config.data.views!r}; choose one of "
+                      f"{input_pipeline.VIEWS}")
   input_pipeline.check_data_config(config.data)
   losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   clip_lib.check_model_config(config.model, max_text_length=int(config.data.max_text_length))
@@ -73,8 +76,13 @@ class Setup:
     return dataclasses.replace(self.batch_spec, negatives=False, graph=None)
 
 
-def setup(config: ml_collections.ConfigDict) -> Setup:
-  """Builds the mesh, prepares the data, and creates the sharded initial state."""
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
+          training: bool = False) -> Setup:
+  """Builds the mesh, prepares the data, and creates the sharded initial state.
+
+  With a workdir, the run's tokenizer is checked against the data's (saved there first when
+  `training`; see checkpointing.check_run_tokenizer).
+  """
   validate_config(config)
   loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   mesh = sharding.create_mesh(config.mesh)
@@ -88,6 +96,10 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
 
   pretrained.check_pretrained_available(config.model)  # fail before preparing data or compiling
   dataset = input_pipeline.open_dataset(config.data)
+  if workdir is not None:
+    checkpointing.check_run_tokenizer(
+        workdir, dataset.tokenizer, input_pipeline.tokenizer_fingerprint(dataset.tokenizer),
+        save=training and jax.process_index() == 0)
   model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
   schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
   tx = state_lib.create_optimizer(config.optimizer, schedule)
@@ -194,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt.install_preemption_handler()
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  s = setup(config)
+  s = setup(config, workdir, training=True)
   mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
   writer.write_hparams(_flat_hparams(config))
 
@@ -290,7 +302,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
 
   Writes DIR/results.json, DIR/results.md and TensorBoard scalars, like the end of training.
   """
-  s = setup(config)
+  s = setup(config, workdir)
   ckpt = _checkpointer(config, workdir, save_data_iterator=False, read_only=True)
   step, state = ckpt.restore_state(s.state, step)
   logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)

@@ -10,6 +10,7 @@ from typing import Any
 
 import ml_collections
 
+from clipmed import errors
 from clipmed import sharding
 
 # The paper's rows differ only in the loss block; see configs/ablations.py.
@@ -28,7 +29,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     A ConfigDict with one field per default.
 
   Raises:
-    ValueError: on an unknown key or a value that does not parse, naming the accepted keys.
+    ConfigError: on an unknown key or a value that does not parse, naming the accepted keys.
   """
   out = ml_collections.ConfigDict(defaults)
   if not arg:
@@ -37,11 +38,12 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     if not item.strip():
       continue
     if "=" not in item:
-      raise ValueError(f"config argument {item!r} is not key=value; accepted keys: "
+      raise errors.ConfigError(f"config argument {item!r} is not key=value; accepted keys: "
                        f"{sorted(defaults)}")
     key, value = (s.strip() for s in item.split("=", 1))
     if key not in defaults:
-      raise ValueError(f"unknown config argument {key!r}; accepted keys: {sorted(defaults)}")
+      raise errors.ConfigError(f"unknown config argument {key!r}; accepted keys: "
+                               f"{sorted(defaults)}")
     default = defaults[key]
     try:
       if isinstance(default, bool):
@@ -51,7 +53,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       else:
         out[key] = type(default)(value)
     except ValueError:
-      raise ValueError(f"config argument {key}={value!r} is not a valid "
+      raise errors.ConfigError(f"config argument {key}={value!r} is not a valid "
                        f"{type(default).__name__}") from None
   return out
 
@@ -194,7 +196,7 @@ ROWS = {
 def apply_row(config, row: str, *, thresholds=None, weights=None) -> None:
   """Sets config.loss / config.model.graph for one row of configs/ablations.py (in place)."""
   if row not in ROWS:
-    raise ValueError(f"unknown ablation row {row!r}; choose one of {sorted(ROWS)}")
+    raise errors.ConfigError(f"unknown ablation row {row!r}; choose one of {sorted(ROWS)}")
   thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
   weights = dict(WEIGHTS if weights is None else weights)
   streams, hard_negatives, graph = ROWS[row]

@@ -6,6 +6,7 @@ evals=E,dataset=D`, where E is `all` (default), `none` or evaluation names joine
 (`retrieval+x`), and D a dataset name (default synth_cxr; a real dataset must be prepared).
 """
 
+from clipmed import errors
 from configs import common
 
 
@@ -37,8 +38,9 @@ def get_config(arg: str | None = None):
   if args.evals != "all":
     keep = set() if args.evals == "none" else set(args.evals.split("+"))
     if keep - set(config.evals):
-      raise ValueError(f"config argument evals={args.evals!r}: unknown evaluations "
-                       f"{sorted(keep - set(config.evals))}; choose from {sorted(config.evals)}")
+      raise errors.ConfigError(f"config argument evals={args.evals!r}: unknown evaluations "
+                               f"{sorted(keep - set(config.evals))}; choose from "
+                               f"{sorted(config.evals)}")
     for name in set(config.evals) - keep:
       del config.evals[name]
   return config

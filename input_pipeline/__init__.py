@@ -1,5 +1,6 @@
 """Input pipelines: TFDS builders (SynthCXR), Grain iterators, transforms, graph padding."""
 
-from input_pipeline.datasets import DATASETS, Dataset, open_dataset
+from input_pipeline.datasets import DATASETS, VIEWS, Dataset, open_dataset
 from input_pipeline.pipeline import create_train_iterator, make_global
 from input_pipeline.transforms import check_data_config
+from input_pipeline.tokenizer import tokenizer_fingerprint

@@ -23,6 +23,8 @@ import os
 
 from absl import app, flags
 
+from clipmed import console
+
 _DATASET = flags.DEFINE_string("dataset", None, "A key of input_pipeline.datasets.DATASETS.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The untouched download (not modified).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory to write.")
@@ -128,7 +130,6 @@ def _check_writable(data_dir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from clipmed import console  # pylint: disable=g-import-not-at-top
   console.quiet_library_logs()
   options = {name: flag.value for name, flag in _OPTIONS.items() if flag.value is not None}
   with console.user_errors_exit():
@@ -144,4 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from clipmed import errors, train
 from configs import ablations, common, demo, full, tiny
 from tests.conftest import ROOT
 
@@ -62,3 +63,43 @@ def test_a_bad_config_value_is_one_clear_message(tmp_path):
   assert proc.returncode == 2
   assert "error: config.batch_size=-3 must be positive" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/tiny.py:stpes=3"], "error: unknown config argument 'stpes'"),
+    (["--config=configs/tiny.py:steps=many"], "error: config argument steps='many' is not a valid"),
+    (["--config=configs/nope.py"], "error: cannot load --config=configs/nope.py"),
+    (["--config=configs/tiny.py", "--config.batch_size=abc"], "error: flag --config.batch_size"),
+    (["--config=configs/tiny.py", "--config.data.views=side"], "error: config.data.views='side'"),
+])
+def test_command_line_config_mistakes_are_one_line(tmp_path, args, message):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "clipmed.main", *args, f"--workdir={tmp_path}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+      next(line for line in proc.stderr.splitlines() if line.startswith(message))]
+
+
+def test_every_config_value_is_checked_before_any_work():
+  config = tiny.get_config()
+  config.loss.weights.graph = 1.0  # the graph stream without the graph encoder
+  with pytest.raises(errors.ConfigError, match="graph.enabled"):
+    train.validate_config(config)
+  config = tiny.get_config()
+  config.optimizer.warmup_steps = config.num_train_steps
+  with pytest.raises(errors.ConfigError, match="warmup_steps"):
+    train.validate_config(config)
+  config = tiny.get_config()
+  config.data.augment.crop_scale = (0.9, 0.5)
+  with pytest.raises(errors.ConfigError, match="crop_scale"):
+    train.validate_config(config)
+  config = tiny.get_config()
+  config.evals.zero_shot.task = "zero_shoot"
+  with pytest.raises(errors.ConfigError, match="zero_shoot"):
+    train.validate_config(config)
+  config = tiny.get_config()
+  config.mesh.rules = [("batch", "model")]
+  with pytest.raises(errors.ConfigError, match="'model'"):
+    train.validate_config(config)
