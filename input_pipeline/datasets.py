@@ -27,6 +27,7 @@ from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
 from input_pipeline.builders import base, listing, mimic_cxr
+from input_pipeline.builders import rsna_pneumonia, siim_pneumothorax
 
 VIEWS = ("frontal", "all")  # config.data.views
 
@@ -150,6 +151,8 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "rsna_pneumonia": _Prepared(rsna_pneumonia.ClipmedRsnaPneumonia),
+    "siim_pneumothorax": _Prepared(siim_pneumothorax.ClipmedSiimPneumothorax),
 }
 
 
