@@ -14,6 +14,9 @@ A batch is a nested dict of arrays (a pytree) whose every leaf has the batch axi
                                             `graph` only with the graph encoder)
   valid              bool    [B]            evaluation batches only: False on padding rows
 
+An image-only spec (text=False: evaluation of image embeddings) drops input_ids and
+attention_mask, so datasets without reports can be iterated.
+
 The graph arrays (input_pipeline/graphs.py pads them on the host) per example:
 
   node_tokens, node_token_mask  int32 [N, T]  node text token ids and their mask
@@ -84,6 +87,7 @@ class BatchSpec:
   num_classes: int
   negatives: bool = False
   graph: GraphBudget | None = None
+  text: bool = True  # False: images and labels only (evaluation of image embeddings)
 
   @classmethod
   def from_config(cls, config: Any, *, num_classes: int) -> "BatchSpec":
@@ -100,8 +104,9 @@ class BatchSpec:
   def report_shapes(self) -> dict[str, Any]:
     """Per-example (shape, dtype) of the report fields (shared by the report and its negative)."""
     length = (self.max_text_length,)
-    out = {INPUT_IDS: (length, np.int32), ATTENTION_MASK: (length, np.int32),
-           LABELS: ((self.num_classes,), np.float32)}
+    out = {LABELS: ((self.num_classes,), np.float32)}
+    if self.text:
+      out.update({INPUT_IDS: (length, np.int32), ATTENTION_MASK: (length, np.int32)})
     if self.graph is not None:
       out[GRAPH] = {k: (s, np.int32) for k, s in self.graph.field_shapes().items()}
     return out
@@ -126,7 +131,8 @@ class BatchSpec:
     batch = _map_leaves(lambda sd: np.zeros(sd[0], sd[1]), self.shapes(batch_size))
     reports = [batch] + ([batch[NEGATIVE]] if self.negatives else [])
     for report in reports:
-      report[ATTENTION_MASK][:] = 1
+      if self.text:
+        report[ATTENTION_MASK][:] = 1
       if self.graph is not None:
         for name, value in self.graph.empty().items():
           report[GRAPH][name][:] = value

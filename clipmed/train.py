@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): the wiring and the training loop."""
 
+import copy
 import dataclasses
 import functools
 import os
@@ -71,10 +72,6 @@ class Setup:
     return functools.partial(losses.sharded_clinic_loss, spec=self.loss_spec, mesh=self.mesh,
                              data_axes=self.data_axes)
 
-  def eval_batch_spec(self) -> batch_lib.BatchSpec:
-    """Evaluation batches: images and reports only (no hard negatives, no graphs)."""
-    return dataclasses.replace(self.batch_spec, negatives=False, graph=None)
-
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
           training: bool = False) -> Setup:
@@ -124,11 +121,25 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
 
 
 def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runner:
-  return evaluators.Runner(
-      config.evals, dataset=config.data.name, seed=config.eval_seed,
-      iterate_split=functools.partial(s.dataset.iterate_split, spec=s.eval_batch_spec(),
-                                      batch_size=config.eval_batch_size),
-      split_metadata=s.dataset.split_metadata)
+  """The evaluation runner; datasets other than the training one are opened with config.data's
+  settings (data_dir, prepared) and the run's tokenizer."""
+
+  def source(name: str) -> evaluators.EvalSource:
+    dataset = s.dataset
+    if name != config.data.name:
+      data_config = copy.deepcopy(config.data)
+      data_config.name = name
+      dataset = input_pipeline.open_dataset(data_config, tokenizer=s.dataset.tokenizer)
+    spec = dataclasses.replace(s.batch_spec, negatives=False, graph=None, text=False,
+                               num_classes=len(dataset.class_names))
+    return evaluators.EvalSource(
+        iterate_split=functools.partial(dataset.iterate_split, spec=spec,
+                                        batch_size=config.eval_batch_size),
+        split_metadata=dataset.split_metadata, class_names=dataset.class_names,
+        has_reports=dataset.has_reports, split_info=dataset.split_info)
+
+  return evaluators.Runner(config.evals, default_dataset=config.data.name, seed=config.eval_seed,
+                           sources=source)
 
 
 def make_embedder(config: ml_collections.ConfigDict, s: Setup) -> Embedder:

@@ -150,27 +150,26 @@ def base_config() -> ml_collections.ConfigDict:
       rules=[(sharding.BATCH, "data")],
   ))
 
-  # Evaluations: each entry names a task of clipmed.evaluators.EVALUATORS. every_steps = 0 runs
-  # it only after training; > 0 also every that many steps.
+  # Evaluations: each entry names a task of clipmed.evaluators.EVALUATORS and a dataset ("" = the
+  # training dataset; another dataset is read from data_dir with config.data.prepared's settings).
+  # every_steps = 0 runs it only after training; > 0 also every that many steps.
   config.eval_batch_size = 128
   config.evals = ml_collections.ConfigDict()
   classes = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices", "Edema",
              "Lung Opacity", "Atelectasis", "Lung Lesion", "Fracture",
              "Enlarged Cardiomediastinum", "Pleural Other", "Consolidation", "Pneumonia"]
-  config.evals.zero_shot = dict(task="zero_shot", split="test", every_steps=0,
-                                prompts="synth_cxr", classes=classes, num_bootstrap=1000)
-  config.evals.retrieval = dict(task="retrieval", split="test", every_steps=0, ks=(1, 5, 10),
-                                num_bootstrap=1000)
-  config.evals.linear_probe = dict(task="linear_probe", split="test", train_split="train",
-                                   every_steps=0, classes=classes, fractions=(0.01, 0.1, 1.0),
-                                   weight_decay=1e-4, max_iterations=200, num_bootstrap=1000)
-  config.evals.cxr_align = dict(task="cxr_align", split="test", every_steps=0,
-                                num_bootstrap=1000)
-  config.evals.adversarial = dict(task="adversarial", split="test", every_steps=0,
-                                  prompts="synth_cxr", classes=classes, num_bootstrap=1000)
+  common = dict(dataset="", split="test", every_steps=0, num_bootstrap=1000)
+  config.evals.zero_shot = dict(task="zero_shot", prompts="chexpert", classes=classes,
+                                where={}, **common)
+  config.evals.retrieval = dict(task="retrieval", ks=(1, 5, 10), **common)
+  config.evals.linear_probe = dict(task="linear_probe", train_split="train", classes=classes,
+                                   fractions=(0.01, 0.1, 1.0), weight_decay=1e-4,
+                                   max_iterations=200, **common)
+  config.evals.cxr_align = dict(task="cxr_align", **common)
+  config.evals.adversarial = dict(task="adversarial", prompts="chexpert", classes=classes,
+                                  **common)
   # One normal report among N abnormal ones (2,999 in the paper; capped by the split's size).
-  config.evals.normal_detection = dict(task="normal_detection", split="test", every_steps=0,
-                                       num_abnormal=2999, num_bootstrap=1000)
+  config.evals.normal_detection = dict(task="normal_detection", num_abnormal=2999, **common)
   return config
 
 

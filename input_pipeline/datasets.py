@@ -38,11 +38,23 @@ class Dataset:
   name: str
   data_config: ml_collections.ConfigDict
   source: Callable[[str], Any]  # split -> random-access source
-  tokenizer: Any
+  tokenizer: Any                # None for a dataset without reports opened without one
   class_names: tuple[str, ...]  # the K label classes of `labels`
   splits: tuple[str, ...]
-  info: dict[str, Any] = dataclasses.field(default_factory=dict)  # hashes, options, version
+  has_reports: bool
+  # split -> image_ids of the rows the sources yield (after the view filter), for split_info
+  image_ids: Callable[[str], list[str]] | None = None
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)  # version, config, options
   _metadata: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+
+  def split_info(self, split: str) -> dict[str, Any]:
+    """What identifies the rows of a split: their number and the sha256 of their sorted
+    image_ids (study ids for SynthCXR, one image per study), with the dataset version."""
+    if self.image_ids is not None:
+      ids, kind = self.image_ids(split), "image_id_sha256"
+    else:
+      ids, kind = self.split_metadata(split)["study_ids"], "study_id_sha256"
+    return {"images": len(ids), kind: base.split_hash(ids), **self.info}
 
   def iterate_split(self, split: str, *, spec: batch_lib.BatchSpec,
                     batch_size: int) -> Iterator[dict[str, Any]]:
@@ -54,8 +66,8 @@ class Dataset:
   def split_metadata(self, split: str) -> dict[str, Any]:
     """reports, labels [N, K] (labeler convention), study_ids and extras of a split (cached)."""
     if split not in self._metadata:
-      meta = dict(pipeline.split_metadata(self.source(split),
-                                          text_field=self.data_config.text_field,
+      text_field = self.data_config.text_field if self.has_reports else None
+      meta = dict(pipeline.split_metadata(self.source(split), text_field=text_field,
                                           num_classes=len(self.class_names)))
       meta.setdefault("extras", {})
       self._metadata[split] = meta
@@ -65,7 +77,7 @@ class Dataset:
 class _SynthCxr:
   """SynthCXR: generated into config.data.data_dir on first use (process 0), then read."""
 
-  def open(self, data_config: ml_collections.ConfigDict) -> Dataset:
+  def open(self, data_config: ml_collections.ConfigDict, tokenizer: Any = None) -> Dataset:
     synth = dict(data_config.synth)
     if jax.process_index() == 0:
       synthcxr.prepare(data_config.data_dir, **synth)
@@ -73,10 +85,14 @@ class _SynthCxr:
       multihost_utils.sync_global_devices("clipmed:prepare_synth_cxr")
     source = functools.cache(
         lambda split: synthcxr.data_source(data_config.data_dir, split, **synth))
-    tokenizer = tokenizer_lib.load_tokenizer(
-        data_config.tokenizer or synthcxr.tokenizer_dir(data_config.data_dir, **synth))
+    if tokenizer is None:
+      tokenizer = tokenizer_lib.load_tokenizer(
+          data_config.tokenizer or synthcxr.tokenizer_dir(data_config.data_dir, **synth))
+    builder = synthcxr.builder(data_config.data_dir, **synth)
     return Dataset(name="synth_cxr", data_config=data_config, source=source, tokenizer=tokenizer,
-                   class_names=chexpert.CATEGORIES, splits=("train", "validation", "test"))
+                   class_names=chexpert.CATEGORIES, splits=("train", "validation", "test"),
+                   has_reports=True, info=dict(version=str(builder.version),
+                                               config=builder.builder_config.name))
 
 
 class _Prepared:
@@ -92,7 +108,7 @@ class _Prepared:
                               max_examples=max_examples, vocab_size=vocab_size)
     return self.builder_cls(config=config, data_dir=os.path.expanduser(data_dir), **kwargs)
 
-  def open(self, data_config: ml_collections.ConfigDict) -> Dataset:
+  def open(self, data_config: ml_collections.ConfigDict, tokenizer: Any = None) -> Dataset:
     prepared = data_config.prepared
     builder = self.builder(data_config.data_dir, image_size=prepared.image_size,
                            options=dict(prepared.options), seed=prepared.seed,
@@ -115,14 +131,17 @@ class _Prepared:
       raw = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
       return raw if len(keep[split]) == len(raw) else RowSubset(raw, keep[split], split)
 
-    tokenizer = tokenizer_lib.load_tokenizer(
-        data_config.tokenizer or os.path.join(root, base.TOKENIZER_DIR))
+    has_reports = self.builder_cls.HAS_REPORTS
+    if tokenizer is None and (has_reports or data_config.tokenizer):
+      tokenizer = tokenizer_lib.load_tokenizer(
+          data_config.tokenizer or os.path.join(root, base.TOKENIZER_DIR))
     meta = builder.info.metadata
     return Dataset(name=self.builder_cls.DATASET, data_config=data_config, source=source,
                    tokenizer=tokenizer, class_names=tuple(meta["class_names"]),
-                   splits=tuple(sorted(keep)),
+                   splits=tuple(sorted(keep)), has_reports=has_reports,
+                   image_ids=lambda split: [index[split]["image_id"][i] for i in keep[split]],
                    info=dict(version=str(builder.version), config=builder.builder_config.name,
-                             splits=dict(meta.get("splits", {})), options=dict(meta["options"])))
+                             views=data_config.views))
 
 
 def _view_rows(views: Sequence[str], which: str) -> np.ndarray:
@@ -171,11 +190,17 @@ def prepare_command(data_config: ml_collections.ConfigDict) -> str:
   return " ".join(parts)
 
 
-def open_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
-  """The Dataset of config.data (generating SynthCXR on first use), with its tokenizer."""
+def open_dataset(data_config: ml_collections.ConfigDict, tokenizer: Any = None) -> Dataset:
+  """The Dataset of config.data (generating SynthCXR on first use).
+
+  Args:
+    data_config: config.data (or a copy naming another dataset, for evaluation).
+    tokenizer: use this tokenizer (e.g. the training run's, for an evaluation dataset) instead of
+      config.data.tokenizer or the dataset's own.
+  """
   if data_config.name not in DATASETS:
     raise errors.ConfigError(f"config.data.name={data_config.name!r} is not a known dataset; "
                              f"choose one of {sorted(DATASETS)}")
   if data_config.views not in VIEWS:
     raise errors.ConfigError(f"config.data.views={data_config.views!r}; choose one of {VIEWS}")
-  return DATASETS[data_config.name].open(data_config)
+  return DATASETS[data_config.name].open(data_config, tokenizer)

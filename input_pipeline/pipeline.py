@@ -77,8 +77,8 @@ def _read_options(data_config: Any) -> grain.ReadOptions:
                            prefetch_buffer_size=int(data_config.read_buffer_size))
 
 
-def _text_tokenizer(tokenizer: Any, data_config: Any) -> transforms.TextTokenizer:
-  if isinstance(tokenizer, transforms.TextTokenizer):
+def _text_tokenizer(tokenizer: Any, data_config: Any) -> transforms.TextTokenizer | None:
+  if tokenizer is None or isinstance(tokenizer, transforms.TextTokenizer):
     return tokenizer
   return transforms.TextTokenizer(tokenizer, int(data_config.max_text_length))
 
@@ -182,7 +182,8 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, spec: batch_
   Args:
     data_config: config.data.
     source: random-access source of prepared examples.
-    tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer).
+    tokenizer: a transformers fast tokenizer (or a transforms.TextTokenizer); None with an
+      image-only spec (spec.text False).
     spec: the batch to produce; evaluation needs no hard negatives or graphs, so pass a spec
       without them unless a caller wants them.
     class_names: the dataset's label classes.
@@ -203,17 +204,18 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, spec: batch_
   return (_pad_batch(batch, batch_size) for batch in iter_ds)
 
 
-def split_metadata(source: Any, *, text_field: str, num_classes: int) -> dict[str, Any]:
+def split_metadata(source: Any, *, text_field: str | None, num_classes: int) -> dict[str, Any]:
   """Reads the text fields of a split in order, without decoding images.
 
   Args:
     source: random-access source of prepared examples.
     text_field: the report text to return (config.data.text_field: "report" or "report_clean"),
-      so evaluators embed the texts the model was trained on.
+      so evaluators embed the texts the model was trained on; None for datasets without reports
+      (every report is then "").
     num_classes: K, the dataset's number of label classes.
 
   Returns:
-    dict(reports=list[str] (the `text_field` of each study), labels=float32 [N, K] in the
+    dict(reports=list[str] (the `text_field` of each row), labels=float32 [N, K] in the
     labeler convention (NaN = not mentioned), study_ids=list[str]).
   """
   raw = without_image_decoding(source)
@@ -224,7 +226,7 @@ def split_metadata(source: Any, *, text_field: str, num_classes: int) -> dict[st
     rows = raw.__getitems__(keys) if hasattr(raw, "__getitems__") else [raw[k] for k in keys]
     for key, row in zip(keys, rows):
       try:
-        reports.append(transforms.as_text(row[text_field]))
+        reports.append(transforms.as_text(row[text_field]) if text_field else "")
         study_ids.append(transforms.as_text(row["study_id"]))
         labels.append(np.asarray(row["labels"], np.float32).reshape(-1))
       except KeyError as err:

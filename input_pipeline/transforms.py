@@ -349,15 +349,15 @@ def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: Te
     if image.shape != (size, size):
       image = warp_image(image, resize_affine(image.shape, size), size)
     pixels = to_unit_range(image)
-  input_ids, attention_mask = tokenizer(as_text(_field(example, spec.text_field, spec.split)))
   labels = chexpert.clinical_vector(_field(example, "labels", spec.split),
                                     class_names=spec.class_names,
                                     uncertain_as=spec.uncertain_as, normalize=False)
-  out = {
-      batch_lib.IMAGE: normalize_image(pixels, mean=spec.mean, std=spec.std,
-                                       channels=spec.batch.channels),
-      batch_lib.INPUT_IDS: input_ids, batch_lib.ATTENTION_MASK: attention_mask,
-      batch_lib.LABELS: labels}
+  out = {batch_lib.IMAGE: normalize_image(pixels, mean=spec.mean, std=spec.std,
+                                          channels=spec.batch.channels),
+         batch_lib.LABELS: labels}
+  if spec.batch.text:
+    ids, mask = tokenizer(as_text(_field(example, spec.text_field, spec.split)))
+    out.update({batch_lib.INPUT_IDS: ids, batch_lib.ATTENTION_MASK: mask})
   if spec.batch.negatives:
     out[batch_lib.NEGATIVE] = extras.negative_fields(
         example, tokenizer, class_names=spec.class_names, uncertain_as=spec.uncertain_as,

@@ -8,7 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from clipmed.evaluators import EVALUATORS, Runner
+from clipmed import errors
+from clipmed.evaluators import EVALUATORS, EvalSource, Runner
+from clipmed.evaluators import results as results_lib
 from clipmed.evaluators.base import Metric
 from clipmed.report import chexpert
 
@@ -60,15 +62,18 @@ def _iterate(split, batch_size=3):
 
 def _evals(every_steps=0):
   return ml_collections.ConfigDict(dict(
-      zero_shot=dict(task="zero_shot", split="test", every_steps=every_steps, prompts="synth_cxr",
-                     classes=["Cardiomegaly", "Edema"], num_bootstrap=20),
-      retrieval=dict(task="retrieval", split="test", every_steps=0, ks=(1, 5), num_bootstrap=20),
+      zero_shot=dict(task="zero_shot", dataset="", split="test", every_steps=every_steps,
+                     prompts="chexpert", classes=["Cardiomegaly", "Edema"], where={},
+                     num_bootstrap=20),
+      retrieval=dict(task="retrieval", dataset="", split="test", every_steps=0, ks=(1, 5),
+                     num_bootstrap=20),
   ))
 
 
 def _runner(evals=None, metadata=_metadata):
-  return Runner(evals or _evals(), dataset="toy", seed=0, iterate_split=_iterate,
-                split_metadata=lambda split: metadata())
+  return Runner(evals or _evals(), default_dataset="toy", seed=0,
+                sources=lambda name: EvalSource(iterate_split=_iterate,
+                                                split_metadata=lambda split: metadata()))
 
 
 def test_run_keys_and_embedding_once():
@@ -113,7 +118,9 @@ def test_write_json_md_and_scalars(tmp_path):
              "zero_shot/toy/auroc/fracture": Metric(float("nan"), float("nan"), float("nan")),
              "retrieval/toy/chance@10": Metric(0.01, 0.01, 0.01)}
   results["normal_detection/toy/accuracy"] = Metric(0.0, 0.0, 0.0)  # degenerate, not constant
-  json_path, md_path = Runner.write(str(tmp_path / "eval"), results, step=42)
+  evaluated = {"toy/test": {"images": 7, "image_id_sha256": "ab" * 32}}
+  json_path, md_path = results_lib.write(str(tmp_path / "eval"), results, step=42,
+                                         data=evaluated)
   with open(json_path) as f:
     data = json.load(f)
   assert data == {
@@ -121,7 +128,11 @@ def test_write_json_md_and_scalars(tmp_path):
       "zero_shot/toy/auroc/fracture": {"value": None, "ci_low": None, "ci_high": None},
       "retrieval/toy/chance@10": {"value": 0.01, "ci_low": 0.01, "ci_high": 0.01},
       "normal_detection/toy/accuracy": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+      "_data": evaluated,
   }
+  metrics, read_data = results_lib.read(json_path)
+  assert read_data == evaluated and metrics["zero_shot/toy/auroc/edema"] == Metric(0.75, 0.6, 0.9)
+  assert math.isnan(metrics["zero_shot/toy/auroc/fracture"].value)
   md = open(md_path).read()
   assert "step 42" in md
   assert "## zero_shot (toy)" in md and "## retrieval (toy)" in md
@@ -134,8 +145,11 @@ def test_write_json_md_and_scalars(tmp_path):
 
 
 def test_errors_are_actionable():
-  with pytest.raises(ValueError, match="not a known evaluation"):
+  with pytest.raises(errors.ConfigError, match="not a known evaluation"):
     _runner(ml_collections.ConfigDict(dict(foo=dict(task="nope", every_steps=0))))
+  with pytest.raises(errors.ConfigError, match="lacks `dataset`"):
+    _runner(ml_collections.ConfigDict(dict(foo=dict(task="retrieval", every_steps=0,
+                                                    split="test", ks=(1,), num_bootstrap=5))))
 
   def short_metadata():
     meta = _metadata()
@@ -168,17 +182,17 @@ def test_registry_is_an_explicit_dict():
 def _full_suite(num_bootstrap, classes=("Cardiomegaly", "Edema", "Pleural Effusion")):
   classes = list(classes)
   return ml_collections.ConfigDict(dict(
-      zero_shot=dict(task="zero_shot", split="test", every_steps=0, prompts="synth_cxr",
-                     classes=classes, num_bootstrap=num_bootstrap),
-      linear_probe=dict(task="linear_probe", split="test", train_split="train", every_steps=0,
+      zero_shot=dict(task="zero_shot", dataset="", split="test", every_steps=0,
+                     prompts="chexpert", classes=classes, where={}, num_bootstrap=num_bootstrap),
+      linear_probe=dict(task="linear_probe", dataset="", split="test", train_split="train", every_steps=0,
                         classes=classes, fractions=(0.01, 0.1, 1.0), weight_decay=1e-3,
                         max_iterations=100, num_bootstrap=num_bootstrap),
-      retrieval=dict(task="retrieval", split="test", every_steps=0, ks=(1, 5, 10),
+      retrieval=dict(task="retrieval", dataset="", split="test", every_steps=0, ks=(1, 5, 10),
                      num_bootstrap=num_bootstrap),
-      cxr_align=dict(task="cxr_align", split="test", every_steps=0, num_bootstrap=num_bootstrap),
-      adversarial=dict(task="adversarial", split="test", every_steps=0, prompts="synth_cxr",
+      cxr_align=dict(task="cxr_align", dataset="", split="test", every_steps=0, num_bootstrap=num_bootstrap),
+      adversarial=dict(task="adversarial", dataset="", split="test", every_steps=0, prompts="chexpert",
                        classes=classes, num_bootstrap=num_bootstrap),
-      normal_detection=dict(task="normal_detection", split="test", every_steps=0,
+      normal_detection=dict(task="normal_detection", dataset="", split="test", every_steps=0,
                             num_abnormal=2999, num_bootstrap=num_bootstrap),
   ))
 
@@ -225,8 +239,9 @@ class FakeDataset:
 
 def _run_suite(sizes, dim, num_bootstrap, embedded=None):
   data = FakeDataset(sizes, dim)
-  runner = Runner(_full_suite(num_bootstrap), dataset="synth_cxr", seed=0,
-                  iterate_split=data.iterate, split_metadata=data.metadata)
+  runner = Runner(_full_suite(num_bootstrap), default_dataset="synth_cxr", seed=0,
+                  sources=lambda name: EvalSource(iterate_split=data.iterate,
+                                                  split_metadata=data.metadata))
 
   def embed_texts(texts):
     if embedded is not None:
@@ -253,12 +268,45 @@ def test_full_suite_keys():
     assert key in results, key
 
 
-@pytest.mark.slow
-def test_full_suite_speed_at_demo_scale():
-  """The demo's 1000 test / 6000 train studies, D = 128, 1000 resamples: well under 60 s."""
-  import time
-  start = time.perf_counter()
-  results = _run_suite({"train": 6000, "test": 1000}, 128, num_bootstrap=1000)
-  elapsed = time.perf_counter() - start
-  print(f"full suite at demo scale: {elapsed:.1f} s, {len(results)} metrics")
-  assert elapsed < 60
+def test_evaluations_on_several_datasets_and_an_unavailable_one(capsys):
+  """Each evaluation reads its own dataset (with its own classes); a dataset that cannot be
+  opened is skipped with one line, the others run; results.json names the evaluated splits."""
+  evals = _evals()
+  evals.pneumonia = dict(task="zero_shot", dataset="rsna_pneumonia", split="test",
+                         every_steps=0, prompts="rsna_pneumonia", classes=["Pneumonia"],
+                         where={"Normal": 0.0}, num_bootstrap=20)
+  evals.missing = dict(task="retrieval", dataset="not_prepared", split="test", every_steps=0,
+                       ks=(1,), num_bootstrap=20)
+  rsna_labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 0],
+                          [1, 0, 0]], np.float32)
+
+  def sources(name):
+    if name == "not_prepared":
+      raise errors.DataError("dataset 'not_prepared' is not prepared; run: python -m ...")
+    if name == "rsna_pneumonia":
+      return EvalSource(
+          iterate_split=_iterate, has_reports=False,
+          class_names=("Pneumonia", "Normal", "No Lung Opacity / Not Normal"),
+          split_metadata=lambda split: dict(reports=[""] * N, labels=rsna_labels,
+                                            study_ids=[f"p{i}" for i in range(N)]),
+          split_info=lambda split: {"images": N, "image_id_sha256": "cd" * 32})
+    return EvalSource(iterate_split=_iterate, split_metadata=lambda split: _metadata())
+
+  runner = Runner(evals, default_dataset="toy", seed=0, sources=sources)
+  assert "skipping the evaluations on not_prepared" in capsys.readouterr().err
+  assert set(runner.skipped) == {"missing"}
+  model = FakeModel()
+  results = runner.run(3, embed_images=model.embed_images, embed_texts=model.embed_texts,
+                       logit_scale=10.0)
+  assert "pneumonia/rsna_pneumonia/auroc/pneumonia" in results
+  assert not any(key.startswith("missing/") for key in results)
+  assert set(runner._data_info) == {"toy/test", "rsna_pneumonia/test"}
+  assert runner._data_info["rsna_pneumonia/test"]["image_id_sha256"] == "cd" * 32
+  evals.retrieval.dataset = "rsna_pneumonia"  # no reports: a config mistake, said at once
+  with pytest.raises(errors.ConfigError, match="needs report texts"):
+    Runner(evals, default_dataset="toy", seed=0, sources=sources)
+  evals.retrieval.dataset = ""
+  evals.zero_shot.dataset = "rsna_pneumonia"  # CheXpert classes on RSNA
+  with pytest.raises(errors.ConfigError, match="rsna_pneumonia has no class"):
+    Runner(evals, default_dataset="toy", seed=0, sources=sources).run(
+        3, embed_images=model.embed_images, embed_texts=model.embed_texts, logit_scale=10.0)

@@ -53,9 +53,9 @@ def _prompt_file(tmp_path):
   return str(path)
 
 
-def _config(prompts, classes, num_bootstrap=200):
+def _config(prompts, classes, num_bootstrap=200, where=None):
   return ml_collections.ConfigDict(dict(task="zero_shot", split="test", every_steps=0,
-                                        prompts=prompts, classes=classes,
+                                        prompts=prompts, classes=classes, where=where or {},
                                         num_bootstrap=num_bootstrap))
 
 
@@ -89,6 +89,23 @@ def test_zero_shot_auroc_hand_computed(tmp_path):
   assert m.ci_low <= m.value <= m.ci_high
 
 
+def test_where_keeps_only_the_matching_rows(tmp_path):
+  """RSNA-ab style: the AUROC of a class among the rows where another class has a value."""
+  ev = zero_shot.ZeroShot(_config(_prompt_file(tmp_path), ["Cardiomegaly"],
+                                  where={"Edema": 0.0}))
+  ctx = EvalContext.from_splits({"test": _split()}, embed_texts=_embed_texts, logit_scale=10.0)
+  # Edema is 0 on studies 0, 2 and 4: two Cardiomegaly positives (4 is uncertain) and no
+  # negative left, so the AUROC (0.75 over all studies) is undefined among them.
+  assert np.isnan(ev.evaluate(ctx)["auroc/cardiomegaly"].value)
+  ev = zero_shot.ZeroShot(_config(_prompt_file(tmp_path), ["Cardiomegaly"],
+                                  where={"Pneumothorax": 1.0}))
+  assert np.isnan(ev.evaluate(ctx)["auroc/cardiomegaly"].value)  # nobody has a pneumothorax
+  ev = zero_shot.ZeroShot(_config(_prompt_file(tmp_path), ["Cardiomegaly"],
+                                  where={"Pneumothoraxx": 1.0}))
+  with pytest.raises(ValueError, match=r"no class \['Pneumothoraxx'\]"):
+    ev.evaluate(ctx)
+
+
 def test_uncertain_counted_as_negative_would_change_the_result():
   positive, counted = zero_shot.binary_targets(np.array([[1.0], [0.0], [NAN], [-1.0]]))
   np.testing.assert_array_equal(positive[:, 0], [True, False, False, False])
@@ -96,7 +113,7 @@ def test_uncertain_counted_as_negative_would_change_the_result():
 
 
 def test_bundled_prompts_cover_all_categories():
-  prompts = prompt_sets.load_prompts("synth_cxr", chexpert.CATEGORIES)
+  prompts = prompt_sets.load_prompts("chexpert", chexpert.CATEGORIES)
   assert set(prompts) == set(chexpert.CATEGORIES)
   for p in prompts.values():
     assert p.positive and p.negative
@@ -108,7 +125,7 @@ def test_prompt_errors_name_file_and_class(tmp_path):
     prompt_sets.load_prompts(_prompt_file(tmp_path), ["Fracture"])
   with pytest.raises(ValueError, match="does not exist"):
     prompt_sets.load_prompts(str(tmp_path / "missing.json"), ["Edema"])
-  with pytest.raises(ValueError, match="unknown CheXpert category"):
+  with pytest.raises(ValueError, match="no prompts for class 'Edemaa'"):
     prompt_sets.load_prompts(_prompt_file(tmp_path), ["Edemaa"])
   with pytest.raises(ValueError, match="lacks the field"):
     zero_shot.ZeroShot(ml_collections.ConfigDict(dict(split="test", num_bootstrap=10)))

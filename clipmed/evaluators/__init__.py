@@ -11,9 +11,11 @@ from clipmed.evaluators.linear_probe import LinearProbe
 from clipmed.evaluators.normal_detection import NormalDetection
 from clipmed.evaluators.retrieval import Retrieval
 from clipmed.evaluators.zero_shot import ZeroShot
+from clipmed.evaluators.zero_shot_multiclass import ZeroShotMulticlass
 
 EVALUATORS: dict[str, type[Evaluator]] = {
     "zero_shot": ZeroShot,
+    "zero_shot_multiclass": ZeroShotMulticlass,
     "linear_probe": LinearProbe,
     "retrieval": Retrieval,
     "cxr_align": CxrAlign,
@@ -22,7 +24,7 @@ EVALUATORS: dict[str, type[Evaluator]] = {
 }
 
 # Imported last: the runner reads EVALUATORS from this package.
-from clipmed.evaluators.runner import Runner, build_evaluators  # noqa: E402
+from clipmed.evaluators.runner import EvalSource, Runner, build_evaluators  # noqa: E402
 
 
 def check_evals_config(evals_config) -> None:
@@ -30,5 +32,5 @@ def check_evals_config(evals_config) -> None:
   build_evaluators(evals_config)
 
 
-__all__ = ["EVALUATORS", "EvalContext", "Evaluator", "Metric", "Runner", "SplitData",
-           "build_evaluators", "check_evals_config"]
+__all__ = ["EVALUATORS", "EvalContext", "EvalSource", "Evaluator", "Metric", "Runner",
+           "SplitData", "build_evaluators", "check_evals_config"]

@@ -2,7 +2,7 @@
 
 Config fields (config.evals.<name>):
   task="adversarial", split="test", every_steps=0, num_bootstrap=1000,
-  prompts="synth_cxr"   bundled prompt set name or a .json path (see prompt_sets)
+  prompts="chexpert"   bundled prompt set name or a .json path (see prompt_sets)
   classes=[...]         CheXpert categories that questions may ask about
 
 For every study with at least one present class (labeler value 1) and one absent class (0 or not
@@ -50,13 +50,12 @@ class Adversarial(Evaluator):
   def __init__(self, config, name=None):
     super().__init__(config, name)
     self.classes = list(config.classes)
-    self.indices = chexpert.names_to_indices(self.classes)
     self.prompts = prompt_sets.load_prompts(config.prompts, self.classes)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)
     logits = prompt_sets.prompt_logits(ctx, data.image, self.prompts, self.classes)  # [N, K]
-    labels = data.labels[:, self.indices]
+    labels = data.labels[:, ctx.columns(self.classes, f"config.evals.{self.name}.classes")]
     present = labels == chexpert.POSITIVE
     absent = (labels == chexpert.NEGATIVE) | np.isnan(labels)
     eligible, pos_class, neg_class = pick_pairs(present, absent, np.random.default_rng(ctx.seed))

@@ -15,6 +15,7 @@ import numpy as np
 
 from clipmed import errors
 from clipmed.normalize import l2_normalize
+from clipmed.report import chexpert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,8 @@ class SplitData:
     split: e.g. "test".
     image: [N, D] L2-normalised image embeddings.
     report: [N, D] L2-normalised embeddings of the study reports (a lazy property).
-    labels: [N, 14] float32 labeler convention (1, 0, -1, NaN).
+    labels: [N, K] float32 labeler convention (1, 0, -1, NaN).
+    class_names: the K label classes (CheXpert-14 by default).
     reports: [N] report texts.
     study_ids: [N].
     extras: dataset-specific per-study extras, each a length-N list.
@@ -50,7 +52,8 @@ class SplitData:
   def __init__(self, *, dataset: str, split: str, image: np.ndarray, labels: np.ndarray,
                reports: list[str], study_ids: list[str], extras: dict[str, Any],
                report: np.ndarray | None = None,
-               embed_reports: Callable[[list[str]], np.ndarray] | None = None):
+               embed_reports: Callable[[list[str]], np.ndarray] | None = None,
+               class_names: Sequence[str] = chexpert.CATEGORIES):
     if report is None and embed_reports is None:
       raise ValueError("SplitData needs `report` embeddings or an `embed_reports` function")
     self.dataset = dataset
@@ -60,6 +63,7 @@ class SplitData:
     self.reports = reports
     self.study_ids = study_ids
     self.extras = extras
+    self.class_names = tuple(class_names)
     self._report = report
     self._embed_reports = embed_reports
 
@@ -83,7 +87,9 @@ class EvalContext:
 
   def __init__(self, *, dataset: str, logit_scale: float, seed: int,
                load_split: Callable[["EvalContext", str], SplitData],
-               embed_texts: Callable[[list[str]], np.ndarray]):
+               embed_texts: Callable[[list[str]], np.ndarray],
+               class_names: Sequence[str] = chexpert.CATEGORIES,
+               text_cache: dict[str, np.ndarray] | None = None):
     """Builds the context.
 
     Args:
@@ -94,14 +100,25 @@ class EvalContext:
         context so that it can embed the reports through the shared text cache.
       embed_texts: list of M texts -> [M, D] embeddings; the caller batches. Rows are
         L2-normalised here again, so an unnormalised embedding is harmless.
+      class_names: the dataset's K label classes.
+      text_cache: text -> embedding, shared with other contexts of the same checkpoint.
     """
     self.dataset = dataset
     self.logit_scale = float(logit_scale)
     self.seed = int(seed)
     self._load_split = load_split
     self._embed_texts = embed_texts
+    self.class_names = tuple(class_names)
     self._splits: dict[str, SplitData] = {}
-    self._text_cache: dict[str, np.ndarray] = {}
+    self._text_cache = {} if text_cache is None else text_cache
+
+  def columns(self, names: Sequence[str], where: str) -> list[int]:
+    """Indices of `names` among the dataset's classes; ConfigError naming `where` otherwise."""
+    missing = [n for n in names if n not in self.class_names]
+    if missing:
+      raise errors.ConfigError(f"{where}: {self.dataset} has no class {missing}; its classes are "
+                               f"{list(self.class_names)}")
+    return [self.class_names.index(n) for n in names]
 
   @classmethod
   def from_splits(cls, splits: dict[str, SplitData], *, embed_texts, logit_scale: float = 1.0,
@@ -114,8 +131,10 @@ class EvalContext:
       return splits[name]
     if dataset is None:
       dataset = next(iter(splits.values())).dataset if splits else ""
+    class_names = (next(iter(splits.values())).class_names if splits
+                   else chexpert.CATEGORIES)
     return cls(dataset=dataset, logit_scale=logit_scale, seed=seed, load_split=load,
-               embed_texts=embed_texts)
+               embed_texts=embed_texts, class_names=class_names)
 
   def split(self, name: str) -> SplitData:
     """The named split, embedded with this checkpoint (cached)."""
@@ -144,6 +163,7 @@ class Evaluator(abc.ABC):
   Common config fields: task (the EVALUATORS key), split, every_steps, num_bootstrap.
   """
   task: ClassVar[str]  # results-key prefix: zero_shot, retrieval, linear_probe, ...
+  needs_reports: ClassVar[bool] = False  # uses report texts (not available on label datasets)
   # Config fields the task needs beyond the common ones; checked at construction.
   required_fields: ClassVar[tuple[str, ...]] = ()
 

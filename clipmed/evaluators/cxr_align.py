@@ -71,6 +71,7 @@ def triplet_extras(reports: list[str], seed: int) -> dict[str, list[str | None]]
 class CxrAlign(Evaluator):
   """CXR-Align tasks A (negated alternative) and B (omitted alternative)."""
   task = "cxr_align"
+  needs_reports = True
 
   def __init__(self, config, name=None):
     super().__init__(config, name)

@@ -30,7 +30,6 @@ from absl import logging
 from clipmed import errors
 from clipmed.evaluators import zero_shot
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric
-from clipmed.report import chexpert
 
 _GRAD_TOL = 1e-5
 
@@ -140,7 +139,6 @@ class LinearProbe(Evaluator):
   def __init__(self, config, name=None):
     super().__init__(config, name)
     self.classes = list(config.classes)
-    self.indices = chexpert.names_to_indices(self.classes)
     for fraction in config.fractions:
       if not 0 < fraction <= 1:
         raise errors.ConfigError(f"config.evals.{self.name}.fractions: {fraction} is not in (0, 1]")
@@ -148,8 +146,9 @@ class LinearProbe(Evaluator):
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     train = ctx.split(self.config.train_split)
     test = ctx.split(self.config.split)
-    train_pos, train_counted = zero_shot.binary_targets(train.labels[:, self.indices])
-    test_pos, test_counted = zero_shot.binary_targets(test.labels[:, self.indices])
+    columns = ctx.columns(self.classes, f"config.evals.{self.name}.classes")
+    train_pos, train_counted = zero_shot.binary_targets(train.labels[:, columns])
+    test_pos, test_counted = zero_shot.binary_targets(test.labels[:, columns])
     rng = np.random.default_rng(ctx.seed)
     results = {}
     for fraction in self.config.fractions:

@@ -21,19 +21,24 @@ from clipmed.evaluators.retrieval import binary_label_vectors
 from clipmed.report import chexpert
 
 
-def normal_mask(labels: np.ndarray) -> np.ndarray:
-  """[N, 14] labeler values -> [N] bool: no finding but support devices positive or uncertain."""
-  return binary_label_vectors(labels)[:, chexpert.NO_FINDING]
+def normal_mask(labels: np.ndarray, class_names=chexpert.CATEGORIES) -> np.ndarray:
+  """[N, K] labeler values -> [N] bool: nothing but support devices positive or uncertain.
+
+  Needs a "No Finding" class (CheXpert-14 datasets).
+  """
+  return binary_label_vectors(labels, class_names)[:, list(class_names).index("No Finding")]
 
 
 class NormalDetection(Evaluator):
   """Top-1 of the own normal report against sampled abnormal reports."""
   task = "normal_detection"
+  needs_reports = True
   required_fields = ("num_abnormal",)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
+    ctx.columns(["No Finding"], f"config.evals.{self.name}")
     data = ctx.split(self.config.split)
-    normal = normal_mask(data.labels)
+    normal = normal_mask(data.labels, data.class_names)
     normal_rows, abnormal_rows = np.flatnonzero(normal), np.flatnonzero(~normal)
     if normal_rows.size == 0 or abnormal_rows.size == 0:
       logging.warning("normal_detection: %s/%s has %d normal and %d abnormal studies; it needs "

@@ -4,7 +4,8 @@ A prompt file is JSON:
   {"description": "...",
    "classes": {"Cardiomegaly": {"positive": ["Cardiomegaly.", ...],
                                 "negative": ["Normal heart size.", ...]}, ...}}
-Class names are CheXpert-14 category names (clipmed.report.chexpert.CATEGORIES).
+Class names are the dataset's (its builder's CLASS_NAMES): one prompt file per label vocabulary
+(chexpert.json for the CheXpert-14 datasets, rsna_pneumonia.json, cxr14.json, ...).
 """
 
 import dataclasses
@@ -17,7 +18,6 @@ import numpy as np
 
 from clipmed import errors
 from clipmed.evaluators.base import EvalContext
-from clipmed.report import chexpert
 
 PROMPT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 
@@ -34,7 +34,7 @@ def slug(name: str) -> str:
 
 
 def prompt_path(name_or_path: str) -> str:
-  """A bundled prompt set name ("synth_cxr") or a path to a .json file -> the file path."""
+  """A bundled prompt set name ("chexpert") or a path to a .json file -> the file path."""
   if name_or_path.endswith(".json") or os.sep in name_or_path:
     return name_or_path
   return os.path.join(PROMPT_DIR, f"{name_or_path}.json")
@@ -61,7 +61,6 @@ def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptS
   table = data.get("classes") if isinstance(data, dict) else None
   if not isinstance(table, dict):
     raise errors.ConfigError(f"prompt file {path} must be an object with a \"classes\" mapping")
-  chexpert.names_to_indices(classes)  # unknown class names get a clear error
   out = {}
   for name in classes:
     entry = table.get(name)

@@ -27,9 +27,11 @@ from clipmed.report import chexpert
 PRECISION_K = 5  # "Top-5 precision" of the method definition (docs/METHOD.md)
 
 
-def binary_label_vectors(labels: np.ndarray) -> np.ndarray:
-  """[N, 14] labeler values -> [N, 14] bool: positive or uncertain, with the No Finding rule."""
-  return chexpert.clinical_vector(labels, uncertain_as=1.0, normalize=False) > 0
+def binary_label_vectors(labels: np.ndarray,
+                         class_names=chexpert.CATEGORIES) -> np.ndarray:
+  """[N, K] labeler values -> [N, K] bool: positive or uncertain, with the No Finding rule."""
+  return chexpert.clinical_vector(labels, class_names=class_names, uncertain_as=1.0,
+                                  normalize=False) > 0
 
 
 def text_groups(texts: list[str]) -> np.ndarray:
@@ -81,6 +83,7 @@ def chance_recall(groups: np.ndarray, ks: list[int], rng: np.random.Generator,
 class Retrieval(Evaluator):
   """Image-to-report retrieval: Recall@k, Top-5 precision and labeler-based P/R/F1."""
   task = "retrieval"
+  needs_reports = True
   required_fields = ("ks",)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
@@ -92,12 +95,12 @@ class Retrieval(Evaluator):
     ks = [int(k) for k in self.config.ks]
     hits = {k: (ranks < k).astype(np.float64) for k in ks}
 
-    vec = binary_label_vectors(data.labels)                             # [N, 14] bool
+    vec = binary_label_vectors(data.labels, data.class_names)          # [N, K] bool
     kp = min(PRECISION_K, n)
     top = np.argsort(-sims, axis=1, kind="stable")[:, :kp]              # [N, kp]
     same = np.all(vec[top] == vec[:, None, :], axis=-1)                 # [N, kp]
     precision_k = same.mean(axis=1)                                     # [N]
-    pred = vec[top[:, 0]]                                               # [N, 14] top-1 labels
+    pred = vec[top[:, 0]]                                               # [N, K] top-1 labels
     tp = np.sum(pred & vec, axis=1).astype(np.float64)                  # [N]
     n_pred = pred.sum(axis=1).astype(np.float64)
     n_true = vec.sum(axis=1).astype(np.float64)

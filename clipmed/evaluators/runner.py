@@ -1,21 +1,23 @@
-"""Runs the configured evaluations of one checkpoint and writes their results.
+"""Runs the configured evaluations of one checkpoint, on one or several datasets.
 
-    runner = Runner(config.evals, dataset="synth_cxr", seed=config.eval_seed,
-                    iterate_split=iterate_split, split_metadata=split_metadata)
+    runner = Runner(config.evals, default_dataset="mimic_cxr", seed=config.eval_seed,
+                    sources=lambda name: EvalSource(...))      # how to read each dataset
     results = runner.run(step, embed_images=..., embed_texts=..., logit_scale=s)
-    runner.write(workdir, results, step)              # results.json, results.md
+    runner.write(workdir, results, step)              # results.json (with "_data"), results.md
     writer.write_scalars(step, runner.scalars(results))
 
-The runner never loads data or models itself: the caller passes callables. Each split a task needs
-is embedded once per `run` (one checkpoint) and shared by all tasks; a split's reports are embedded
-only when a task uses them; text embeddings (reports, prompts, CXR-Align alternatives) are cached
-per distinct text within a run. Split metadata does not
-depend on the checkpoint and is fetched once per runner.
+Each config.evals entry names its dataset (`dataset`, "" = the training dataset). A dataset that
+cannot be opened (not prepared) is skipped with one line naming the command that prepares it; the
+other evaluations run. The runner never loads data or models itself: the caller passes callables.
+Each (dataset, split) a task needs is embedded once per `run` (one checkpoint) and shared by all
+tasks; a split's reports are embedded only when a task uses them; text embeddings (reports,
+prompts, CXR-Align alternatives) are cached per distinct text within a run. Split metadata does
+not depend on the checkpoint and is fetched once per runner.
 """
 
-import json
-import math
-import os
+import dataclasses
+import hashlib
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -26,18 +28,42 @@ from absl import logging
 
 from clipmed import errors
 from clipmed.evaluators import EVALUATORS
+from clipmed.evaluators import results as results_lib
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric, SplitData
 from clipmed.normalize import l2_normalize
 from clipmed.report import chexpert
 
 # iterate_split(split) -> host batches {"image": float32 [B, H, W, C], "valid": bool [B]}.
 IterateSplit = Callable[[str], Iterable[Mapping[str, np.ndarray]]]
-# split_metadata(split) -> {"reports": [N] str, "labels": [N, 14], "study_ids": [N] str,
+# split_metadata(split) -> {"reports": [N] str, "labels": [N, K], "study_ids": [N] str,
 #                           "extras": {key: [N] list}} (extras optional).
 SplitMetadata = Callable[[str], Mapping[str, Any]]
 
 
-def _check_metadata(meta: Mapping[str, Any], dataset: str, split: str) -> dict[str, Any]:
+@dataclasses.dataclass
+class EvalSource:
+  """One dataset as the runner reads it.
+
+  Attributes:
+    iterate_split: split -> batches {"image": [B, H, W, C] float32, "valid": [B] bool}, the
+      split's rows in metadata order, padding rows marked invalid. In a multi-process run every
+      process must see all N rows (or embed_images must gather them).
+    split_metadata: split -> {"reports", "labels" [N, K], "study_ids", "extras"}; see the task
+      modules for extras keys.
+    class_names: the K label classes.
+    has_reports: whether the rows have report texts (tasks on reports need them).
+    split_info: split -> what identifies the evaluated images ({"images", "image_id_sha256",
+      ...}); by default the number of rows and the sha256 of the sorted study ids.
+  """
+  iterate_split: IterateSplit
+  split_metadata: SplitMetadata
+  class_names: tuple[str, ...] = chexpert.CATEGORIES
+  has_reports: bool = True
+  split_info: Callable[[str], dict[str, Any]] | None = None
+
+
+def _check_metadata(meta: Mapping[str, Any], dataset: str, split: str,
+                    num_classes: int) -> dict[str, Any]:
   """Validates and normalises the metadata of one split; errors name the field and the fix."""
   where = f"split_metadata({split!r}) of dataset {dataset!r}"
   missing = [k for k in ("reports", "labels", "study_ids") if k not in meta]
@@ -47,9 +73,9 @@ def _check_metadata(meta: Mapping[str, Any], dataset: str, split: str) -> dict[s
   reports = [str(r) for r in meta["reports"]]
   n = len(reports)
   labels = np.asarray(meta["labels"], dtype=np.float32)
-  if labels.shape != (n, chexpert.NUM_CATEGORIES):
+  if labels.shape != (n, num_classes):
     raise ValueError(f"{where}: labels have shape {labels.shape}, expected "
-                     f"({n}, {chexpert.NUM_CATEGORIES}) for {n} reports")
+                     f"({n}, {num_classes}) for {n} reports")
   study_ids = [str(s) for s in meta["study_ids"]]
   if len(study_ids) != n:
     raise ValueError(f"{where}: {len(study_ids)} study_ids for {n} reports")
@@ -92,80 +118,118 @@ def build_evaluators(evals_config: ml_collections.ConfigDict,
     if "every_steps" not in cfg or int(cfg.every_steps) < 0:
       raise errors.ConfigError(f"config.evals.{name}.every_steps must be >= 0 (0 = only after "
                                "training)")
+    if "dataset" not in cfg:
+      raise errors.ConfigError(f"config.evals.{name} lacks `dataset` (\"\" = the training "
+                               "dataset)")
     out[name] = registry[cfg.task](cfg, name)
   return out
 
 
 class Runner:
-  """Evaluates checkpoints on one dataset with the tasks of `config.evals`."""
+  """Evaluates checkpoints with the tasks of `config.evals`, each on its dataset."""
 
-  def __init__(self, evals_config: ml_collections.ConfigDict, *, dataset: str, seed: int,
-               iterate_split: IterateSplit, split_metadata: SplitMetadata,
+  def __init__(self, evals_config: ml_collections.ConfigDict, *, default_dataset: str,
+               seed: int, sources: Callable[[str], EvalSource],
                evaluators: Mapping[str, type[Evaluator]] | None = None):
-    """Builds every configured evaluator (so config mistakes surface before training).
+    """Builds every configured evaluator and opens its dataset (before training starts).
 
     Args:
-      evals_config: config.evals; one entry per evaluation, each with a `task` field naming a
-        key of `evaluators` plus that task's fields (split, every_steps, num_bootstrap, ...).
-        The entry name is the result-key prefix (by convention equal to the task name).
-      dataset: dataset name, the middle part of the result keys.
+      evals_config: config.evals; one entry per evaluation: `task` (a key of `evaluators`),
+        `dataset` ("" = default_dataset) and that task's fields (split, every_steps,
+        num_bootstrap, ...). The entry name is the result-key prefix.
+      default_dataset: the training dataset's name.
       seed: config.eval_seed; seeds bootstraps, subsets and sampling.
-      iterate_split: split name -> iterable of host batches {"image": [B, H, W, C] float32,
-        "valid": [B] bool}, the split's studies in metadata order, padding rows marked invalid.
-        In a multi-process run every process must see all N studies (or embed_images must
-        gather them).
-      split_metadata: split name -> {"reports": [N] str, "labels": [N, 14] labeler values,
-        "study_ids": [N] str, "extras": {key: [N] list}}; see the task modules for extras keys.
+      sources: dataset name -> EvalSource; may raise clipmed.errors.DataError for a dataset
+        that is not available: its evaluations are then skipped, with one line saying why.
       evaluators: task name -> Evaluator class; defaults to clipmed.evaluators.EVALUATORS.
     """
-    self.dataset = dataset
     self.seed = int(seed)
-    self._iterate_split = iterate_split
-    self._split_metadata = split_metadata
-    self._metadata: dict[str, dict[str, Any]] = {}
-    self.evaluators = build_evaluators(evals_config, evaluators)
+    self.evaluators: dict[str, Evaluator] = {}
+    self.dataset_of: dict[str, str] = {}
+    self.sources: dict[str, EvalSource] = {}
+    self.skipped: dict[str, str] = {}  # evaluation name -> why
+    self._metadata: dict[tuple[str, str], dict[str, Any]] = {}
+    self._data_info: dict[str, dict[str, Any]] = {}
+    unavailable: dict[str, str] = {}
+    for name, evaluator in build_evaluators(evals_config, evaluators).items():
+      dataset = evaluator.config.dataset or default_dataset
+      if dataset not in self.sources and dataset not in unavailable:
+        try:
+          self.sources[dataset] = sources(dataset)
+        except errors.DataError as e:
+          unavailable[dataset] = str(e)
+          message = f"skipping the evaluations on {dataset}: {e}"
+          logging.warning("%s", message)
+          print(f"warning: {message}", file=sys.stderr, flush=True)
+      if dataset in unavailable:
+        self.skipped[name] = unavailable[dataset]
+        continue
+      if evaluator.needs_reports and not self.sources[dataset].has_reports:
+        raise errors.ConfigError(f"config.evals.{name} ({evaluator.task}) needs report texts, "
+                                 f"but {dataset} has none; evaluate it on a report dataset")
+      self.evaluators[name] = evaluator
+      self.dataset_of[name] = dataset
 
   def due(self, step: int) -> list[str]:
     """Names of the periodic evaluations (every_steps > 0) due at `step`."""
     return [name for name, ev in self.evaluators.items()
             if ev.config.every_steps > 0 and step > 0 and step % ev.config.every_steps == 0]
 
-  def metadata(self, split: str) -> dict[str, Any]:
+  def metadata(self, dataset: str, split: str) -> dict[str, Any]:
     """The checked metadata of a split (fetched once)."""
-    if split not in self._metadata:
-      self._metadata[split] = _check_metadata(self._split_metadata(split), self.dataset, split)
-    return self._metadata[split]
+    key = (dataset, split)
+    if key not in self._metadata:
+      source = self.sources[dataset]
+      self._metadata[key] = _check_metadata(source.split_metadata(split), dataset, split,
+                                            len(source.class_names))
+    return self._metadata[key]
 
-  def _load_split(self, embed_images) -> Callable[[EvalContext, str], SplitData]:
+  def _split_info(self, dataset: str, split: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    source = self.sources[dataset]
+    if source.split_info is not None:
+      return dict(source.split_info(split))
+    ids = "\n".join(sorted(meta["study_ids"])).encode("utf-8")
+    return {"images": len(meta["study_ids"]), "study_id_sha256": hashlib.sha256(ids).hexdigest()}
+
+  def _load_split(self, dataset: str, embed_images) -> Callable[[EvalContext, str], SplitData]:
+    source = self.sources[dataset]
+
     def load(ctx: EvalContext, split: str) -> SplitData:
       start = time.perf_counter()
-      meta = self.metadata(split)
-      image = embed_split_images(self._iterate_split(split), embed_images)
+      meta = self.metadata(dataset, split)
+      image = embed_split_images(source.iterate_split(split), embed_images)
       n = len(meta["reports"])
       if image.shape[0] != n:
-        raise ValueError(f"iterate_split({split!r}) of {self.dataset!r} yielded {image.shape[0]} "
-                         f"valid images but split_metadata has {n} studies; both must list the "
-                         "same studies in the same order (mark padding rows valid=False)")
-      logging.info("eval: embedded the %d images of %s/%s in %.1f s", n, self.dataset, split,
+        raise ValueError(f"iterate_split({split!r}) of {dataset!r} yielded {image.shape[0]} "
+                         f"valid images but split_metadata has {n} rows; both must list the "
+                         "same rows in the same order (mark padding rows valid=False)")
+      logging.info("eval: embedded the %d images of %s/%s in %.1f s", n, dataset, split,
                    time.perf_counter() - start)
+      self._data_info[f"{dataset}/{split}"] = self._split_info(dataset, split, meta)
 
       def embed_reports(reports):
         start = time.perf_counter()
         report = ctx.encode_text(reports)
         logging.info("eval: embedded the reports of %s/%s (%d distinct) in %.1f s",
-                     self.dataset, split, len(set(reports)), time.perf_counter() - start)
+                     dataset, split, len(set(reports)), time.perf_counter() - start)
         return report
 
-      return SplitData(dataset=self.dataset, split=split, image=image, labels=meta["labels"],
+      return SplitData(dataset=dataset, split=split, image=image, labels=meta["labels"],
                        reports=meta["reports"], study_ids=meta["study_ids"],
-                       extras=meta["extras"], embed_reports=embed_reports)
+                       extras=meta["extras"], embed_reports=embed_reports,
+                       class_names=source.class_names)
     return load
 
-  def context(self, *, embed_images: Callable[[np.ndarray], np.ndarray],
-              embed_texts: Callable[[list[str]], np.ndarray], logit_scale: float) -> EvalContext:
-    """A fresh evaluation context for one checkpoint (embeddings are cached inside it)."""
-    return EvalContext(dataset=self.dataset, logit_scale=float(logit_scale), seed=self.seed,
-                       load_split=self._load_split(embed_images), embed_texts=embed_texts)
+  def contexts(self, *, embed_images: Callable[[np.ndarray], np.ndarray],
+               embed_texts: Callable[[list[str]], np.ndarray],
+               logit_scale: float) -> dict[str, EvalContext]:
+    """Fresh evaluation contexts for one checkpoint, one per dataset, sharing text embeddings."""
+    text_cache: dict[str, np.ndarray] = {}
+    return {dataset: EvalContext(dataset=dataset, logit_scale=float(logit_scale), seed=self.seed,
+                                 load_split=self._load_split(dataset, embed_images),
+                                 embed_texts=embed_texts, class_names=source.class_names,
+                                 text_cache=text_cache)
+            for dataset, source in self.sources.items()}
 
   def run(self, step: int, *, embed_images: Callable[[np.ndarray], np.ndarray],
           embed_texts: Callable[[list[str]], np.ndarray], logit_scale: float,
@@ -183,15 +247,16 @@ class Runner:
       {"<name>/<dataset>/<metric>": Metric}, evaluations in the iteration order of config.evals.
     """
     names = self.due(step) if only_due else list(self.evaluators)
-    ctx = self.context(embed_images=embed_images, embed_texts=embed_texts,
-                       logit_scale=logit_scale)
+    contexts = self.contexts(embed_images=embed_images, embed_texts=embed_texts,
+                             logit_scale=logit_scale)
     results: dict[str, Metric] = {}
     for name in names:
       start = time.perf_counter()
-      metrics = self.evaluators[name].evaluate(ctx)
+      dataset = self.dataset_of[name]
+      metrics = self.evaluators[name].evaluate(contexts[dataset])
       for metric, value in metrics.items():
-        results[f"{name}/{self.dataset}/{metric}"] = value
-      logging.info("eval %s/%s at step %d: %d metrics in %.2f s", name, self.dataset, step,
+        results[f"{name}/{dataset}/{metric}"] = value
+      logging.info("eval %s/%s at step %d: %d metrics in %.2f s", name, dataset, step,
                    len(metrics), time.perf_counter() - start)
     return results
 
@@ -200,52 +265,6 @@ class Runner:
     """{key: value} for a clu metric writer (intervals are in results.json)."""
     return {key: float(m.value) for key, m in results.items()}
 
-  @staticmethod
-  def write(workdir: str, results: Mapping[str, Metric], step: int) -> tuple[str, str]:
-    """Writes DIR/results.json and DIR/results.md (overwriting); returns their paths.
-
-    results.json: {key: {"value": float|null, "ci_low": float|null, "ci_high": float|null}}
-    (null for NaN, an undefined metric). results.md: one table per evaluation with intervals.
-    Call it on one process only.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    json_path = os.path.join(workdir, "results.json")
-    md_path = os.path.join(workdir, "results.md")
-    payload = {key: {"value": _json_float(m.value), "ci_low": _json_float(m.ci_low),
-                     "ci_high": _json_float(m.ci_high)} for key, m in results.items()}
-    with open(json_path, "w", encoding="utf-8") as f:
-      json.dump(payload, f, indent=1)
-    with open(md_path, "w", encoding="utf-8") as f:
-      f.write(markdown_table(results, step))
-    return json_path, md_path
-
-
-def _json_float(x: float) -> float | None:
-  return None if math.isnan(x) else float(x)
-
-
-def _fmt(x: float) -> str:
-  return "n/a" if math.isnan(x) else f"{x:.3f}"
-
-
-def markdown_table(results: Mapping[str, Metric], step: int) -> str:
-  """A readable Markdown report: one table per (evaluation, dataset), values with 95% CIs."""
-  lines = [f"# Evaluation results at step {step}", "",
-           "Values with seeded 95% bootstrap confidence intervals; `chance@k` and `chance` are the "
-           "random-ranking rates (no interval).", ""]
-  groups: dict[tuple[str, str], list[tuple[str, Metric]]] = {}
-  for key, m in results.items():
-    name, dataset, metric = key.split("/", 2)
-    groups.setdefault((name, dataset), []).append((metric, m))
-  for (name, dataset), rows in groups.items():
-    lines += [f"## {name} ({dataset})", "", "| metric | value | 95% CI |", "|---|---:|---|"]
-    for metric, m in rows:
-      if metric.split("/")[-1].startswith("chance"):
-        ci = "-"
-      elif math.isnan(m.ci_low) or math.isnan(m.ci_high):
-        ci = "n/a"
-      else:
-        ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
-      lines.append(f"| {metric} | {_fmt(m.value)} | {ci} |")
-    lines.append("")
-  return "\n".join(lines)
+  def write(self, workdir: str, results: Mapping[str, Metric], step: int) -> tuple[str, str]:
+    """Writes DIR/results.json (with the evaluated splits' identities) and DIR/results.md."""
+    return results_lib.write(workdir, results, step, data=dict(sorted(self._data_info.items())))

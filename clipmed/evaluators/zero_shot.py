@@ -1,9 +1,11 @@
 """Zero-shot classification with positive/negative prompt sets (CheXzero style).
 
 Config fields (config.evals.<name>):
-  task="zero_shot", split="test", every_steps=0, num_bootstrap=1000,
-  prompts="synth_cxr"     bundled prompt set name or a path to a .json prompt file
-  classes=[...]           CheXpert category names to evaluate
+  task="zero_shot", dataset="", split="test", every_steps=0, num_bootstrap=1000,
+  prompts="chexpert"     bundled prompt set name or a path to a .json prompt file
+  classes=[...]          the dataset's class names to evaluate
+  where={}               keep only rows whose labels equal these values, e.g. {"Normal": 0.0}
+                         for RSNA-ab (pneumonia against the other abnormal images)
 
 Per class, the score of a study is softmax over (mean similarity to the positive prompts, mean
 similarity to the negative prompts) times the logit scale; the metric is the binary AUROC.
@@ -75,7 +77,7 @@ def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
 class ZeroShot(Evaluator):
   """Zero-shot AUROC per class from prompt sets."""
   task = "zero_shot"
-  required_fields = ("prompts", "classes")
+  required_fields = ("prompts", "classes", "where")
 
   def __init__(self, config, name=None):
     super().__init__(config, name)
@@ -83,9 +85,14 @@ class ZeroShot(Evaluator):
     self.prompts = prompt_sets.load_prompts(config.prompts, self.classes)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
+    where = dict(self.config.where)
+    columns = ctx.columns(self.classes, f"config.evals.{self.name}.classes")
+    conditions = ctx.columns(list(where), f"config.evals.{self.name}.where")
     data = ctx.split(self.config.split)
     logits = prompt_sets.prompt_logits(ctx, data.image, self.prompts, self.classes)  # [N, K]
-    labels = data.labels[:, chexpert.names_to_indices(self.classes)]                  # [N, K]
-    positive, counted = binary_targets(labels)
-    return auroc_metrics(positive, counted, logits, self.classes,
+    positive, counted = binary_targets(data.labels[:, columns])
+    keep = np.ones(data.num_studies, bool)
+    for column, value in zip(conditions, where.values()):
+      keep &= data.labels[:, column] == float(value)
+    return auroc_metrics(positive, counted & keep[:, None], logits, self.classes,
                          num_bootstrap=self.config.num_bootstrap, seed=ctx.seed)

@@ -1,0 +1,91 @@
+"""results.json and results.md: what one checkpoint's evaluation wrote.
+
+results.json:
+  {"<task>/<dataset>/<metric>": {"value": float|null, "ci_low": ..., "ci_high": ...}, ...,
+   "_data": {"<dataset>/<split>": {"images": n, "image_id_sha256": hash, "version": v,
+                                   "config": name}}}
+null is an undefined metric (NaN). "_data" names exactly which images were evaluated, so two users
+can see they evaluated the same split (keys starting with "_" are not metrics).
+"""
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from clipmed.evaluators.base import Metric
+
+DATA_KEY = "_data"
+
+
+def write(workdir: str, results: Mapping[str, Metric], step: int,
+          data: Mapping[str, Any] | None = None) -> tuple[str, str]:
+  """Writes DIR/results.json and DIR/results.md (overwriting); returns their paths.
+
+  Call it on one process only.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  json_path = os.path.join(workdir, "results.json")
+  md_path = os.path.join(workdir, "results.md")
+  payload: dict[str, Any] = {
+      key: {"value": _json_float(m.value), "ci_low": _json_float(m.ci_low),
+            "ci_high": _json_float(m.ci_high)} for key, m in results.items()}
+  if data:
+    payload[DATA_KEY] = dict(data)
+  with open(json_path, "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=1)
+  with open(md_path, "w", encoding="utf-8") as f:
+    f.write(markdown_table(results, step, data))
+  return json_path, md_path
+
+
+def read(path: str) -> tuple[dict[str, Metric], dict[str, Any]]:
+  """(metrics, data) of a results.json (NaN for null)."""
+  with open(path, encoding="utf-8") as f:
+    payload = json.load(f)
+  data = payload.pop(DATA_KEY, {})
+  nan = float("nan")
+  metrics = {key: Metric(*(nan if v[k] is None else float(v[k])
+                           for k in ("value", "ci_low", "ci_high")))
+             for key, v in payload.items() if not key.startswith("_")}
+  return metrics, data
+
+
+def _json_float(x: float) -> float | None:
+  return None if math.isnan(x) else float(x)
+
+
+def fmt(x: float) -> str:
+  return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def markdown_table(results: Mapping[str, Metric], step: int,
+                   data: Mapping[str, Any] | None = None) -> str:
+  """A readable Markdown report: one table per (evaluation, dataset), values with 95% CIs."""
+  lines = [f"# Evaluation results at step {step}", "",
+           "Values with seeded 95% bootstrap confidence intervals; `chance@k` and `chance` are the "
+           "random-ranking rates (no interval).", ""]
+  groups: dict[tuple[str, str], list[tuple[str, Metric]]] = {}
+  for key, m in results.items():
+    name, dataset, metric = key.split("/", 2)
+    groups.setdefault((name, dataset), []).append((metric, m))
+  for (name, dataset), rows in groups.items():
+    lines += [f"## {name} ({dataset})", "", "| metric | value | 95% CI |", "|---|---:|---|"]
+    for metric, m in rows:
+      if metric.split("/")[-1].startswith("chance"):
+        ci = "-"
+      elif math.isnan(m.ci_low) or math.isnan(m.ci_high):
+        ci = "n/a"
+      else:
+        ci = f"[{fmt(m.ci_low)}, {fmt(m.ci_high)}]"
+      lines.append(f"| {metric} | {fmt(m.value)} | {ci} |")
+    lines.append("")
+  if data:
+    lines += ["## Evaluated data", "", "| dataset/split | images | image_id sha256 |",
+              "|---|---:|---|"]
+    for name, info in data.items():
+      lines.append(f"| {name} | {info.get('images', '')} | "
+                   f"`{str(info.get('image_id_sha256', ''))[:16]}` |")
+    lines.append("")
+  return "\n".join(lines)
