@@ -26,7 +26,7 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, listing, mimic_cxr
+from input_pipeline.builders import base, cxr14, listing, mimic_cxr, vindr_cxr
 
 VIEWS = ("frontal", "all")  # config.data.views
 
@@ -150,6 +150,8 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "vindr_cxr": _Prepared(vindr_cxr.ClipmedVindrCxr),
+    "cxr14": _Prepared(cxr14.ClipmedCxr14),
 }
 
 
