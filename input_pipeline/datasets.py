@@ -26,7 +26,7 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, listing, mimic_cxr
+from input_pipeline.builders import base, cxr14, listing, mimic_cxr, vindr_cxr
 from input_pipeline.builders import rsna_pneumonia, siim_pneumothorax
 
 VIEWS = ("frontal", "all")  # config.data.views
@@ -172,6 +172,8 @@ DATASETS: dict[str, Any] = {
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
     "rsna_pneumonia": _Prepared(rsna_pneumonia.ClipmedRsnaPneumonia),
     "siim_pneumothorax": _Prepared(siim_pneumothorax.ClipmedSiimPneumothorax),
+    "vindr_cxr": _Prepared(vindr_cxr.ClipmedVindrCxr),
+    "cxr14": _Prepared(cxr14.ClipmedCxr14),
 }
 
 

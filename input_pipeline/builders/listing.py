@@ -192,6 +192,8 @@ def seeded_split(keys: Sequence[str], *, seed: int,
   order = np.random.default_rng(seed).permutation(len(distinct))
   n_train = int(round(fractions[0] * len(distinct)))
   n_val = int(round(fractions[1] * len(distinct)))
+  if not fractions[2]:  # no test split: the rounding remainder stays in validation
+    n_val = len(distinct) - n_train
   out = {}
   for rank, index in enumerate(order):
     split = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
