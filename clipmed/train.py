@@ -43,6 +43,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.views={config.data.views!r}; choose one of "
                       f"{input_pipeline.VIEWS}")
   input_pipeline.check_data_config(config.data)
+  input_pipeline.datasets.check_mixture(config.data)
   losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   clip_lib.check_model_config(config.model, max_text_length=int(config.data.max_text_length))
   state_lib.check_optimizer_config(config.optimizer, config.num_train_steps)
@@ -74,11 +75,12 @@ class Setup:
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
-          training: bool = False) -> Setup:
+          training: bool = True) -> Setup:
   """Builds the mesh, prepares the data, and creates the sharded initial state.
 
   With a workdir, the run's tokenizer is checked against the data's (saved there first when
-  `training`; see checkpointing.check_run_tokenizer).
+  training; see checkpointing.check_run_tokenizer). For evaluation (training=False) the
+  pretrained weights of config.model.*.init are neither needed nor loaded.
   """
   validate_config(config)
   loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
@@ -91,8 +93,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   init_rng, data_rng, train_rng = jax.random.split(root, 3)
   data_seed = int(jax.random.randint(data_rng, (), 0, np.iinfo(np.int32).max))
 
-  pretrained.check_pretrained_available(config.model)  # fail before preparing data or compiling
+  if training:  # evaluation restores every weight from the checkpoint
+    pretrained.check_pretrained_available(config.model)  # fail before data or compilation
   dataset = input_pipeline.open_dataset(config.data)
+  if not dataset.has_reports:
+    raise ConfigError(f"config.data.name={config.data.name!r} has no reports to train on; train "
+                      "on a report dataset and evaluate on it with config.evals.<name>.dataset")
   if workdir is not None:
     checkpointing.check_run_tokenizer(
         workdir, dataset.tokenizer, input_pipeline.tokenizer_fingerprint(dataset.tokenizer),
@@ -107,7 +113,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     return model.init({"params": key, "dropout": key}, dummy, train=False)["params"]
 
   load_pretrained = None
-  if config.model.image.init or config.model.text.init:
+  if training and (config.model.image.init or config.model.text.init):
     load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
   state, state_shardings = state_lib.create_sharded_state(
       init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
@@ -217,14 +223,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt.install_preemption_handler()
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  s = setup(config, workdir, training=True)
+  s = setup(config, workdir)
   mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
   writer.write_hparams(_flat_hparams(config))
 
+  mixture = input_pipeline.datasets.mixture_sources(config.data, s.dataset)
   train_iter = input_pipeline.create_train_iterator(
-      config.data, source=s.dataset.source("train"), tokenizer=s.dataset.tokenizer,
-      spec=s.batch_spec, class_names=s.dataset.class_names, global_batch_size=config.batch_size,
-      seed=s.data_seed)
+      config.data, source=None if mixture else s.dataset.source("train"),
+      tokenizer=s.dataset.tokenizer, spec=s.batch_spec, class_names=s.dataset.class_names,
+      global_batch_size=config.batch_size, seed=s.data_seed, mixture=mixture)
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     step, state = restored
@@ -313,7 +320,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
 
   Writes DIR/results.json, DIR/results.md and TensorBoard scalars, like the end of training.
   """
-  s = setup(config, workdir)
+  s = setup(config, workdir, training=False)
   ckpt = _checkpointer(config, workdir, save_data_iterator=False, read_only=True)
   step, state = ckpt.restore_state(s.state, step)
   logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)

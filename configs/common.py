@@ -73,6 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
       manual_dir="",
       prepared=dict(image_size=512, options={}, seed=0, max_examples=0, vocab_size=30000),
       views="frontal",  # "frontal" (PA, AP) or "all": the images used for training and evaluation
+      # Training on several prepared datasets (the paper's Table 3): a list of dict(name=...,
+      # weight=..., options={}, normal_only=False); [] trains on config.data.name alone. Grain
+      # interleaves the train splits in proportion to the weights (configs/imbalance.py).
+      mixture=[],
       # SynthCXR generation (used when name == "synth_cxr").
       synth=dict(image_size=128, num_train=6000, num_validation=500, num_test=1000, seed=0,
                  vocab_size=2000),

@@ -1,8 +1,14 @@
-"""python -m clipmed.main --config=configs/full.py --workdir=workdirs/full
+"""python -m clipmed.main --config=configs/full.py:data_dir=/data/tfds,manual_dir=/data/mimic-cxr-jpg --workdir=workdirs/full
 
 The paper's full method, CLIP^{N,G}-D_{t+c+g}, at paper scale: Swin-T (ImageNet) at 224 px and
 Bio_ClinicalBERT, global batch 128, dynamic soft labels from text, clinical and graph similarity,
-negation hard negatives and the report-graph encoder.
+negation hard negatives and the report-graph encoder, trained on MIMIC-CXR (frontal images).
+
+Prepare the data once (README, "Datasets"):
+    python -m input_pipeline.prepare --dataset=mimic_cxr --manual_dir=/data/mimic-cxr-jpg \
+        --data_dir=/data/tfds --workers=16
+Another report dataset in one argument: `configs/full.py:dataset=chexpert_plus` (or openi, csv,
+synth_cxr); a dataset that is not prepared stops before compiling with the prepare command.
 
 Pretrained weights are named by hub id and downloaded on first use. On an air-gapped cluster,
 download them elsewhere and point the config at the directories:
@@ -16,7 +22,8 @@ download them elsewhere and point the config at the directories:
 (a timm `swin_tiny_patch4_window7_224` .safetensors file works for image.init too). Without network
 and without local paths the run stops before compiling and says what to download.
 
-Arguments: `configs/full.py:batch=128,steps=30000,data_dir=PATH`.
+Arguments: `configs/full.py:dataset=mimic_cxr,batch=128,steps=30000,data_dir=PATH,
+manual_dir=PATH`.
 """
 
 from configs import common
@@ -26,13 +33,16 @@ BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, batch=128, steps=30000, data_dir="data/tfds")
+  args = common.parse_arg(arg, dataset="mimic_cxr", batch=128, steps=30000, data_dir="data/tfds",
+                          manual_dir="")
   config = common.base_config()
 
-  # Data: SynthCXR at 224 px until a real dataset (MIMIC-CXR, CheXpert) is prepared; the image
-  # is replicated to the 3 channels the ImageNet encoder expects and normalised with the ImageNet
-  # statistics averaged over channels (the three channels of a radiograph are equal).
+  # Data: the image is replicated to the 3 channels the ImageNet encoder expects and normalised
+  # with the ImageNet statistics averaged over channels (the three channels of a radiograph are
+  # equal). Real datasets are prepared at 512 px and cropped/resized to 224 by the pipeline.
+  config.data.name = args.dataset
   config.data.data_dir = args.data_dir
+  config.data.manual_dir = args.manual_dir
   config.data.synth.image_size = 224
   config.data.image_size = 224
   config.data.channels = 3

@@ -9,6 +9,7 @@ The train loop and the evaluation only see the `Dataset` returned by `open_datas
 split (with config.data.views applied), the tokenizer and the class names.
 """
 
+import copy
 import dataclasses
 import functools
 import json
@@ -190,6 +191,61 @@ def prepare_command(data_config: ml_collections.ConfigDict) -> str:
     if prepared[name] != default:
       parts.append(f"--{name}={prepared[name]}")
   return " ".join(parts)
+
+
+MIXTURE_FIELDS = ("name", "weight", "options", "normal_only")
+
+
+def check_mixture(data_config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a config.data.mixture that cannot work (before any data is read)."""
+  entries = list(data_config.mixture)
+  for i, entry in enumerate(entries):
+    where = f"config.data.mixture[{i}]"
+    if sorted(entry) != sorted(MIXTURE_FIELDS):
+      raise errors.ConfigError(f"{where} has the fields {sorted(entry)}; it needs exactly "
+                               f"{list(MIXTURE_FIELDS)}")
+    if entry["name"] not in DATASETS:
+      raise errors.ConfigError(f"{where}.name={entry['name']!r} is not a known dataset; choose "
+                               f"one of {sorted(DATASETS)}")
+    if not float(entry["weight"]) > 0:
+      raise errors.ConfigError(f"{where}.weight={entry['weight']} must be > 0")
+  if entries and data_config.name not in [e["name"] for e in entries]:
+    raise errors.ConfigError(f"config.data.mixture does not include config.data.name="
+                             f"{data_config.name!r}, whose tokenizer and classes it uses")
+
+
+def mixture_sources(data_config: ml_collections.ConfigDict,
+                    primary: Dataset) -> list[tuple[Any, float]] | None:
+  """(train source, weight) of each config.data.mixture entry, or None without a mixture.
+
+  Every entry is a prepared dataset (read with config.data's settings, the entry's `options`
+  and the primary dataset's tokenizer) whose train split is used whole, or with normal_only=True
+  only its normal studies (No Finding; found by reading the split's labels once). All entries
+  must have the primary dataset's classes and reports.
+  """
+  if not data_config.mixture:
+    return None
+  parts = []
+  for i, entry in enumerate(data_config.mixture):
+    entry = dict(entry)
+    dataset = primary
+    if entry["name"] != primary.name or dict(entry["options"]):
+      entry_config = copy.deepcopy(data_config)
+      entry_config.name = entry["name"]
+      entry_config.prepared.options = dict(entry["options"])
+      dataset = open_dataset(entry_config, tokenizer=primary.tokenizer)
+    if dataset.class_names != primary.class_names or not dataset.has_reports:
+      raise errors.ConfigError(f"config.data.mixture[{i}] ({entry['name']}) needs reports and the "
+                               f"classes of {primary.name}")
+    source = dataset.source("train")
+    if entry["normal_only"]:
+      labels = dataset.split_metadata("train")["labels"]
+      normal = chexpert.clinical_vector(labels, class_names=dataset.class_names,
+                                        normalize=False)[:, dataset.class_names.index(
+                                            "No Finding")] > 0
+      source = RowSubset(source, np.flatnonzero(normal), "train")
+    parts.append((source, float(entry["weight"])))
+  return parts
 
 
 def open_dataset(data_config: ml_collections.ConfigDict, tokenizer: Any = None) -> Dataset:

@@ -117,7 +117,9 @@ def _example_spec(data_config: Any, spec: batch_lib.BatchSpec, class_names: Sequ
 def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
                           spec: batch_lib.BatchSpec, class_names: Sequence[str],
                           global_batch_size: int, seed: int, process_index: int | None = None,
-                          process_count: int | None = None) -> grain.DatasetIterator:
+                          process_count: int | None = None,
+                          mixture: Sequence[tuple[Any, float]] | None = None
+                          ) -> grain.DatasetIterator:
   """Creates the infinite, checkpointable training iterator of this process.
 
   Args:
@@ -133,6 +135,10 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
     seed: pipeline seed (shuffle order and augmentation).
     process_index: this process's index; defaults to jax.process_index().
     process_count: number of processes; defaults to jax.process_count().
+    mixture: instead of `source` (then None): (source, weight) pairs of several training
+      sources with the same fields; each is shuffled and repeated on its own (its own
+      permutation every epoch) and Grain interleaves them deterministically in proportion to the
+      weights (config.data.mixture).
 
   Returns:
     A grain.DatasetIterator of per-process batches of `spec` with
@@ -142,14 +148,22 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
   if global_batch_size < 1 or global_batch_size % count:
     raise errors.ConfigError(f"global batch size {global_batch_size} must be a positive multiple "
                              f"of the process count {count}; change config.batch_size")
-  if len(source) == 0:
-    raise errors.DataError(f"the training source (split {split_name(source)!r}) is empty")
-  example = _example_spec(data_config, spec, class_names, split=split_name(source), train=True)
+  parts = [(source, 1.0)] if mixture is None else list(mixture)
+  for part, _ in parts:
+    if len(part) == 0:
+      raise errors.DataError(f"the training source (split {split_name(part)!r}) is empty")
+  example = _example_spec(data_config, spec, class_names, split=split_name(parts[0][0]),
+                          train=True)
   transform = transforms.TrainTransform(example, _text_tokenizer(tokenizer, data_config))
   shuffle_seed, augment_seed = _derive_seeds(seed)
 
-  ds = grain.MapDataset.source(without_image_decoding(source))
-  ds = ds.shuffle(seed=shuffle_seed).repeat(None)   # new permutation every epoch
+  streams = []
+  for i, (part, _) in enumerate(parts):  # a new permutation of each source every epoch
+    part_seed = shuffle_seed if i == 0 else _derive_seeds(seed + i)[0]
+    streams.append(grain.MapDataset.source(without_image_decoding(part))
+                   .shuffle(seed=part_seed).repeat(None))
+  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(
+      streams, [float(weight) for _, weight in parts])
   ds = ds.random_map(transform, seed=augment_seed)  # lazy: runs only for this process's rows
   ds = ds[index::count]
   ds = ds.batch(global_batch_size // count, drop_remainder=True)

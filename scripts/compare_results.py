@@ -1,15 +1,20 @@
 """Side-by-side table of several runs' results.json, for the README or a paper draft.
 
-    python scripts/compare_results.py CLIP=workdirs/clip FULL=workdirs/full [--all]
+    python scripts/compare_results.py CLIP=workdirs/clip FULL=workdirs/full [--all | --paper]
 
 Prints a markdown table, one row per metric, "value [ci_low, ci_high]" per run. Without --all, only
-the headline metrics of each task (the mean AUROCs, Recall@k, CXR-Align, ...).
+the headline metrics of each task (the mean AUROCs, Recall@k, CXR-Align, ...). With --paper, the
+paper's Tables 2, 4, 5 and 6 (configs/paper_eval.py) with one row per run.
 """
 
 import argparse
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from clipmed.evaluators import paper  # noqa: E402
+from clipmed.evaluators import results as results_lib  # noqa: E402
 
 HEADLINE = ("zero_shot/{d}/mean_auroc", "zero_shot/{d}/auroc/cardiomegaly",
             "zero_shot/{d}/auroc/pleural_effusion", "zero_shot/{d}/auroc/pneumothorax",
@@ -36,6 +41,7 @@ def main(argv=None) -> int:
   parser.add_argument("runs", nargs="+", help="NAME=WORKDIR (a directory with results.json)")
   parser.add_argument("--dataset", default="synth_cxr")
   parser.add_argument("--all", action="store_true", help="every metric, not only the headline")
+  parser.add_argument("--paper", action="store_true", help="the paper's tables, a row per run")
   args = parser.parse_args(argv)
   names, results = [], []
   for run in args.runs:
@@ -48,8 +54,13 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
     with open(path, encoding="utf-8") as f:
-      results.append(json.load(f))
+      results.append({k: v for k, v in json.load(f).items() if not k.startswith("_")})
     names.append(name)
+  if args.paper:
+    print(paper.markdown({name: results_lib.read(os.path.join(run.partition("=")[2],
+                                                              "results.json"))[0]
+                          for name, run in zip(names, args.runs)}))
+    return 0
   if args.all:
     keys = sorted(set().union(*results))
   else:

@@ -7,14 +7,16 @@ import sys
 import pytest
 
 from clipmed import errors, train
-from configs import ablations, common, demo, full, tiny
+from configs import ablations, common, demo, full, imbalance, paper_eval, tiny
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("module", [demo, tiny, full, ablations])
+@pytest.mark.parametrize("module", [demo, tiny, full, ablations, imbalance, paper_eval])
 def test_every_config_builds_and_names_its_command(module):
   config = module.get_config()
-  assert module.__doc__.strip().splitlines()[0].startswith("python -m clipmed.main --config=")
+  assert module.__doc__.strip().splitlines()[0].startswith(
+      ("python -m clipmed.main --config=", "python -m clipmed.evaluate --config="))
+  train.validate_config(config)
   assert config.batch_size > 0 and config.num_train_steps > 0
   assert set(config.loss.weights) == {"text", "clinical", "graph"}
 

@@ -386,3 +386,33 @@ def test_worker_processes_give_the_same_batches_and_resume(data_dir):
     print("ok")
   """, num_devices=1)
   assert out.strip().endswith("ok")
+
+
+def test_a_mixture_follows_its_weights_deterministically_and_resumes(data):
+  """config.data.mixture: two sources interleaved 3:1, the same stream for the same seed, a
+  different one for another seed, and the iterator state restores the position."""
+  sources, tokenizer = data
+  cfg = _config(augment=dict(enabled=False))
+  test_images = {batch["image"][r].tobytes()
+                 for batch in _iterate(sources["test"], tokenizer, cfg, 8)
+                 for r in range(8)}
+
+  def make(seed):
+    return pipeline.create_train_iterator(
+        cfg, source=None, tokenizer=tokenizer, spec=_spec(cfg), class_names=chexpert.CATEGORIES,
+        global_batch_size=8, seed=seed,
+        mixture=[(sources["train"], 3.0), (sources["test"], 1.0)])
+
+  it = make(0)
+  batches = _take(it, 25)
+  from_test = [row.tobytes() in test_images for b in batches for row in b["image"]]
+  assert sum(from_test) / len(from_test) == pytest.approx(0.25, abs=0.02)  # 200 examples
+  for a, b in zip(batches, _take(make(0), 25)):
+    _assert_trees_equal(a, b)
+  assert not np.array_equal(batches[0]["input_ids"], next(make(1))["input_ids"])
+  state = it.get_state()
+  expected = _take(it, 2)
+  resumed = make(0)
+  resumed.set_state(state)
+  for a, b in zip(expected, _take(resumed, 2)):
+    _assert_trees_equal(a, b)

@@ -233,3 +233,19 @@ def test_eight_devices_and_a_two_axis_mesh_train_like_one(tiny_data_dir, tmp_pat
   for name in ("eight", "data_x_fsdp"):
     for step, loss in out["one"].items():
       assert out[name][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), (name, step, out)
+
+
+def test_a_mixture_with_only_normal_studies_trains(tiny_data_dir, tmp_path):
+  """configs/imbalance.py's SynthCXR setting on the tiny data: the normal_only part holds only
+  studies without findings, and training on the mixture runs."""
+  from clipmed.report import chexpert  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config(f"data_dir={tiny_data_dir},steps=3,evals=none")
+  config.data.mixture = [dict(name="synth_cxr", weight=1.0, options={}, normal_only=False),
+                         dict(name="synth_cxr", weight=1.0, options={}, normal_only=True)]
+  dataset = input_pipeline.open_dataset(config.data)
+  (whole, _), (normal, _) = input_pipeline.datasets.mixture_sources(config.data, dataset)
+  labels = np.stack([np.asarray(normal[i]["labels"]) for i in range(len(normal))])
+  assert 0 < len(normal) < len(whole)
+  assert np.all(labels[:, chexpert.NO_FINDING] == 1.0)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert sorted(read_scalars(str(tmp_path / "run"), "train/loss")) == [2, 3]

@@ -20,10 +20,11 @@ DATA_KEY = "_data"
 
 
 def write(workdir: str, results: Mapping[str, Metric], step: int,
-          data: Mapping[str, Any] | None = None) -> tuple[str, str]:
+          data: Mapping[str, Any] | None = None, appendix: str = "") -> tuple[str, str]:
   """Writes DIR/results.json and DIR/results.md (overwriting); returns their paths.
 
-  Call it on one process only.
+  `appendix` (markdown, e.g. the paper's tables) is added to results.md. Call it on one process
+  only.
   """
   os.makedirs(workdir, exist_ok=True)
   json_path = os.path.join(workdir, "results.json")
@@ -36,7 +37,7 @@ def write(workdir: str, results: Mapping[str, Metric], step: int,
   with open(json_path, "w", encoding="utf-8") as f:
     json.dump(payload, f, indent=1)
   with open(md_path, "w", encoding="utf-8") as f:
-    f.write(markdown_table(results, step, data))
+    f.write(markdown_table(results, step, data) + (("\n" + appendix) if appendix else ""))
   return json_path, md_path
 
 

@@ -28,6 +28,7 @@ from absl import logging
 
 from clipmed import errors
 from clipmed.evaluators import EVALUATORS
+from clipmed.evaluators import paper
 from clipmed.evaluators import results as results_lib
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric, SplitData
 from clipmed.normalize import l2_normalize
@@ -266,5 +267,8 @@ class Runner:
     return {key: float(m.value) for key, m in results.items()}
 
   def write(self, workdir: str, results: Mapping[str, Metric], step: int) -> tuple[str, str]:
-    """Writes DIR/results.json (with the evaluated splits' identities) and DIR/results.md."""
-    return results_lib.write(workdir, results, step, data=dict(sorted(self._data_info.items())))
+    """Writes DIR/results.json (with the evaluated splits' identities) and DIR/results.md (with
+    the paper's tables when the evaluations include theirs)."""
+    tables = paper.markdown({f"step {step}": results})
+    return results_lib.write(workdir, results, step, data=dict(sorted(self._data_info.items())),
+                             appendix=f"## The paper's tables\n\n{tables}" if tables else "")
