@@ -194,6 +194,9 @@ def _full_suite(num_bootstrap, classes=("Cardiomegaly", "Edema", "Pleural Effusi
                        classes=classes, num_bootstrap=num_bootstrap),
       normal_detection=dict(task="normal_detection", dataset="", split="test", every_steps=0,
                             num_abnormal=2999, num_bootstrap=num_bootstrap),
+      zero_shot_multiclass=dict(task="zero_shot_multiclass", dataset="", split="test",
+                                every_steps=0, prompts="chexpert", classes=classes,
+                                num_bootstrap=num_bootstrap),
   ))
 
 
@@ -264,7 +267,7 @@ def test_full_suite_keys():
               "linear_probe/synth_cxr/100pct/auroc/cardiomegaly", "retrieval/synth_cxr/chance@10",
               "cxr_align/synth_cxr/task_a", "cxr_align/synth_cxr/task_b",
               "adversarial/synth_cxr/accuracy", "normal_detection/synth_cxr/accuracy",
-              "normal_detection/synth_cxr/chance"):
+              "normal_detection/synth_cxr/chance", "zero_shot_multiclass/synth_cxr/accuracy"):
     assert key in results, key
 
 

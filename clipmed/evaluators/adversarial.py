@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from clipmed.evaluators import metrics, prompt_sets
-from clipmed.evaluators.base import EvalContext, Evaluator, Metric
+from clipmed.evaluators.base import EvalContext, Metric
 from clipmed.report import chexpert
 
 
@@ -42,15 +42,9 @@ def pick_pairs(present: np.ndarray, absent: np.ndarray,
   return eligible, pos_class, neg_class
 
 
-class Adversarial(Evaluator):
+class Adversarial(prompt_sets.PromptTask):
   """Paired positive/negative questions; right only when both are answered right."""
   task = "adversarial"
-  required_fields = ("prompts", "classes")
-
-  def __init__(self, config, name=None):
-    super().__init__(config, name)
-    self.classes = list(config.classes)
-    self.prompts = prompt_sets.load_prompts(config.prompts, self.classes)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)

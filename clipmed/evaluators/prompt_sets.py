@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from clipmed import errors
-from clipmed.evaluators.base import EvalContext
+from clipmed.evaluators.base import EvalContext, Evaluator
 
 PROMPT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 
@@ -78,6 +78,17 @@ def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptS
       sets.append(tuple(prompts))
     out[name] = PromptSet(*sets)
   return out
+
+
+class PromptTask(Evaluator):
+  """An evaluation that asks about `classes` with the prompt sets of `prompts` (both config
+  fields), loaded and checked when the evaluator is built."""
+  required_fields = ("prompts", "classes")
+
+  def __init__(self, config, name=None):
+    super().__init__(config, name)
+    self.classes = list(config.classes)
+    self.prompts = load_prompts(config.prompts, self.classes)
 
 
 def prompt_logits(ctx: EvalContext, image: np.ndarray, prompts: dict[str, PromptSet],

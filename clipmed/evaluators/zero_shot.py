@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from clipmed.evaluators import metrics, prompt_sets
-from clipmed.evaluators.base import EvalContext, Evaluator, Metric
+from clipmed.evaluators.base import EvalContext, Metric
 from clipmed.report import chexpert
 
 
@@ -74,15 +74,10 @@ def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
     return metrics.bootstrap(stat_fn, n, num_resamples=num_bootstrap, seed=seed)
 
 
-class ZeroShot(Evaluator):
+class ZeroShot(prompt_sets.PromptTask):
   """Zero-shot AUROC per class from prompt sets."""
   task = "zero_shot"
   required_fields = ("prompts", "classes", "where")
-
-  def __init__(self, config, name=None):
-    super().__init__(config, name)
-    self.classes = list(config.classes)
-    self.prompts = prompt_sets.load_prompts(config.prompts, self.classes)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     where = dict(self.config.where)

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from clipmed.evaluators import metrics, prompt_sets
-from clipmed.evaluators.base import EvalContext, Evaluator, Metric
+from clipmed.evaluators.base import EvalContext, Metric
 from clipmed.report import chexpert
 
 
@@ -31,15 +31,9 @@ def single_label_rows(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return evaluated, np.argmax(positive, axis=1)
 
 
-class ZeroShotMulticlass(Evaluator):
+class ZeroShotMulticlass(prompt_sets.PromptTask):
   """Top-1 accuracy over K classes from the positive prompts' similarities."""
   task = "zero_shot_multiclass"
-  required_fields = ("prompts", "classes")
-
-  def __init__(self, config, name=None):
-    super().__init__(config, name)
-    self.classes = list(config.classes)
-    self.prompts = prompt_sets.load_prompts(config.prompts, self.classes)
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     columns = ctx.columns(self.classes, f"config.evals.{self.name}.classes")

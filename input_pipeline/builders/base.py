@@ -123,6 +123,13 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     """Where the rejects of this dataset are written (beside the version directory)."""
     return os.path.join(os.path.dirname(self.final_dir), f"rejects-{self.version}.csv")
 
+  def find(self, manual_dir: str, names: str | list[str], what: str) -> str:
+    """The first of `names` (relative to manual_dir) that exists; else a DataError naming the
+    expected path, what is there instead and HOMEPAGE (listing.find_file)."""
+    names = [names] if isinstance(names, str) else list(names)
+    return listing.find_file(manual_dir, names, dataset=self.DATASET, homepage=self.HOMEPAGE,
+                             what=what)
+
   @abc.abstractmethod
   def list_studies(self, manual_dir: str) -> listing.Listing:
     """Reads the download in manual_dir (self.options set) into a Listing; DataError on a wrong

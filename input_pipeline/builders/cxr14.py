@@ -71,12 +71,9 @@ class ClipmedCxr14(base.RealDatasetBuilder):
   def list_studies(self, manual_dir: str) -> listing.Listing:
     manual_dir = os.path.abspath(manual_dir)
 
-    def find(names, what):
-      return listing.find_file(manual_dir, names, dataset=self.DATASET, homepage=HOMEPAGE,
-                               what=what)
-    entry_path = find(ENTRY_FILES, "the Data_Entry file")
-    train_val = _read_list(find([TRAIN_VAL_LIST], "the train/validation list"))
-    test = _read_list(find([TEST_LIST], "the test list"))
+    entry_path = self.find(manual_dir, ENTRY_FILES, "the Data_Entry file")
+    train_val = _read_list(self.find(manual_dir, [TRAIN_VAL_LIST], "the train/validation list"))
+    test = _read_list(self.find(manual_dir, [TEST_LIST], "the test list"))
     both = sorted(train_val & test)
     if both:
       raise errors.DataError(f"{self.DATASET}: {both[0]} (and {len(both) - 1} more) is in both "

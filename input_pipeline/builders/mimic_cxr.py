@@ -53,8 +53,7 @@ class ClipmedMimicCxr(base.RealDatasetBuilder):
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
     def find(stem, what):
-      return listing.find_file(manual_dir, [f"{_PREFIX}{stem}.csv.gz", f"{_PREFIX}{stem}.csv"],
-                               dataset=self.DATASET, homepage=HOMEPAGE, what=what)
+      return self.find(manual_dir, [f"{_PREFIX}{stem}.csv.gz", f"{_PREFIX}{stem}.csv"], what)
     split_path, meta_path = find("split", "the split file"), find("metadata", "the metadata file")
     label_path = find("chexpert", "the CheXpert label file")
     reports = _Reports(self.options["reports"] or manual_dir)

@@ -61,12 +61,9 @@ class ClipmedRsnaPneumonia(base.RealDatasetBuilder):
   OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
-    def find(name, what):
-      return listing.find_file(manual_dir, [name], dataset=self.DATASET, homepage=HOMEPAGE,
-                               what=what)
-    labels_path = find(LABELS_CSV, "the label file")
-    classes_path = find(CLASSES_CSV, "the class file")
-    images_dir = find(IMAGES_DIR, "the training image folder")
+    labels_path = self.find(manual_dir, LABELS_CSV, "the label file")
+    classes_path = self.find(manual_dir, CLASSES_CSV, "the class file")
+    images_dir = self.find(manual_dir, IMAGES_DIR, "the training image folder")
     targets = _read_targets(labels_path)
     classes = _read_classes(classes_path)
     _check_agreement(labels_path, targets, classes_path, classes)

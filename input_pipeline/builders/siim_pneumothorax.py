@@ -56,11 +56,8 @@ class ClipmedSiimPneumothorax(base.RealDatasetBuilder):
   OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
-    def find(name, what):
-      return listing.find_file(manual_dir, [name], dataset=self.DATASET, homepage=HOMEPAGE,
-                               what=what)
-    csv_path = find(RLE_CSV, "the mask file")
-    images_dir = find(IMAGES_DIR, "the training image folder")
+    csv_path = self.find(manual_dir, RLE_CSV, "the mask file")
+    images_dir = self.find(manual_dir, IMAGES_DIR, "the training image folder")
     positive = _read_masks(csv_path)
     out = listing.Listing(splits={split: [] for split in SPLITS})
     files = _find_dicoms(images_dir, out.filtered)

@@ -84,8 +84,7 @@ class ClipmedVindrCxr(base.RealDatasetBuilder):
           f"{HOMEPAGE} and point --manual_dir at it")
     labels = {}
     for folder, name in LABEL_FILES.items():
-      path = listing.find_file(manual_dir, [name], dataset=self.DATASET, homepage=HOMEPAGE,
-                               what=f"the {folder} label file")
+      path = self.find(manual_dir, name, f"the {folder} label file")
       labels[folder] = _read_labels(path, consensus=folder == "test")
     on_disk = {folder: self._dicom_files(manual_dir, folder) for folder in LABEL_FILES}
 
@@ -113,8 +112,7 @@ class ClipmedVindrCxr(base.RealDatasetBuilder):
 
   def _dicom_files(self, manual_dir: str, folder: str) -> dict[str, str]:
     """image_id -> path of the .dicom files in manual_dir/folder (one directory listing)."""
-    root = listing.find_file(manual_dir, [folder], dataset=self.DATASET, homepage=HOMEPAGE,
-                             what=f"the {folder} images folder")
+    root = self.find(manual_dir, folder, f"the {folder} images folder")
     with os.scandir(root) as entries:
       return {entry.name[:-len(SUFFIX)]: entry.path for entry in entries
               if entry.name.endswith(SUFFIX)}
