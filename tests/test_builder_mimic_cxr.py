@@ -16,7 +16,7 @@ from input_pipeline import images
 from tests.conftest import ROOT
 from tests.fakes import mimic_cxr as fake
 
-OPTIONS = dict(max_reject_fraction=0.5, vocab_size=200, image_size=64)
+OPTIONS = dict(max_reject_fraction=0.6, vocab_size=200, image_size=64)
 
 
 def _prepare(tmp_path, name="tfds", options=None, **kwargs):
@@ -44,9 +44,9 @@ def prepared(tmp_path_factory):
 def test_counts_rejects_and_filtered_views(prepared):
   tmp_path, summary = prepared
   # train: a1 (a2 lateral filtered), b1, c1 (c2 truncated), d1 rejected (empty report),
-  # e1 rejected (missing); validation: f1; test: g1, h1.
+  # e1 rejected (missing), i1 rejected (report not UTF-8); validation: f1; test: g1, h1.
   assert summary["splits"] == {"train": 3, "validation": 1, "test": 2}
-  assert summary["rejected"] == 3
+  assert summary["rejected"] == 4
   assert sum(summary["filtered"].values()) == 1
   with open(summary["rejects_csv"]) as f:
     rejects = {row["image_id"]: row for row in csv.DictReader(f)}
@@ -54,6 +54,7 @@ def test_counts_rejects_and_filtered_views(prepared):
   assert rejects[fake.dicom_id(fake.MISSING)]["reason"] == "file not found"
   assert rejects[fake.dicom_id("d1")]["reason"].startswith("empty report")
   assert rejects[fake.dicom_id("d1")]["study_id"] == fake.EMPTY_REPORT_STUDY
+  assert rejects[fake.dicom_id("i1")]["reason"] == "report is not UTF-8 text"
 
 
 def test_records_hold_images_labels_and_report_fields(prepared):
@@ -134,8 +135,8 @@ def test_layout_errors_name_the_expected_file(tmp_path):
   with pytest.raises(errors.DataError, match=r"reports are missing.*mimic-cxr-reports.zip"):
     _prepare(tmp_path)
   fake.write(str(download))
-  # Checked before any image is decoded: the missing file and the empty report.
-  with pytest.raises(errors.DataError, match=r"2 of 6 images of split 'train' were rejected"):
+  # Checked before any image is decoded: the missing file, the empty and the non-UTF-8 report.
+  with pytest.raises(errors.DataError, match=r"3 of 7 images of split 'train' were rejected"):
     _prepare(tmp_path, max_reject_fraction=0.05)
   assert not os.path.exists(tmp_path / "tfds" / "clipmed_mimic_cxr" / "s64_v200" / "1.0.0")
   with pytest.raises(errors.ConfigError, match="views"):
@@ -147,7 +148,7 @@ def test_cli_prints_one_json_summary_and_rebuilds_nothing(prepared):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   args = [sys.executable, "-m", "input_pipeline.prepare", "--dataset=mimic_cxr",
           f"--manual_dir={tmp_path / 'download'}", f"--data_dir={tmp_path / 'tfds'}",
-          "--image_size=64", "--vocab_size=200", "--max_reject_fraction=0.5"]
+          "--image_size=64", "--vocab_size=200", "--max_reject_fraction=0.6"]
   proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert json.loads(proc.stdout.strip().splitlines()[-1]) == summary

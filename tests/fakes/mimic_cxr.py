@@ -5,7 +5,8 @@
     mimic-cxr-reports.zip (files/...txt inside) or files/pXX/pSUBJECT/sSTUDY.txt
 
 Faults planted on purpose (FAULTS): a truncated JPEG, a listed image missing on disk, a study
-with an empty report (both its images rejected), and a lateral image (filtered, not rejected).
+with an empty report, a study whose report is not UTF-8 text (their images rejected), and a
+lateral image (filtered, not rejected).
 """
 
 import csv
@@ -54,13 +55,16 @@ STUDIES = [
      "Large right pneumothorax.", "Pneumothorax.", {"Pneumothorax": "1.0"}),
     ("10002013", "50000008", "test", [("h1", "PA")],
      "Heart size is normal. Lungs are clear.", "Normal chest.", {"No Finding": "1.0"}),
+    ("10003000", "50000009", "train", [("i1", "PA")],
+     "Small right effusion.", "Effusion.", {"Pleural Effusion": "1.0"}),  # not UTF-8 text
 ]
 TRUNCATED = "c2"   # its JPEG is cut in half
 MISSING = "e1"     # listed in the index files, not on disk
 EMPTY_REPORT_STUDY = "50000004"
+NOT_UTF8_STUDY = "50000009"  # its report file holds Latin-1 bytes
 LATERAL = "a2"
 FAULTS = {"truncated": TRUNCATED, "missing": MISSING, "empty_report": EMPTY_REPORT_STUDY,
-          "lateral": LATERAL}
+          "not_utf8": NOT_UTF8_STUDY, "lateral": LATERAL}
 
 
 def _write_gz_csv(path: str, header: list[str], rows: list[list[str]]) -> None:
@@ -99,7 +103,8 @@ def write(root: str, *, reports: str = "zip", size: tuple[int, int] = (96, 80)) 
       else:
         fake_images.write_jpeg(path, pixels)
     text = REPORT.format(findings=findings, impression=impression) if findings else "  \n"
-    report_files[f"files/p{subject[:2]}/p{subject}/s{study}.txt"] = text
+    data = text.encode("latin-1") + b"\xe9\xff" if study == NOT_UTF8_STUDY else text.encode()
+    report_files[f"files/p{subject[:2]}/p{subject}/s{study}.txt"] = data
     label_rows.append([subject, study]
                       + [labels.get(c, "") for c in sorted(chexpert.CATEGORIES)])
   _write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-split.csv.gz"),
@@ -111,11 +116,11 @@ def write(root: str, *, reports: str = "zip", size: tuple[int, int] = (96, 80)) 
                 ["subject_id", "study_id"] + sorted(chexpert.CATEGORIES), label_rows)
   if reports == "zip":
     with zipfile.ZipFile(os.path.join(root, "mimic-cxr-reports.zip"), "w") as z:
-      for name, text in sorted(report_files.items()):
-        z.writestr(name, text)
+      for name, data in sorted(report_files.items()):
+        z.writestr(name, data)
   else:
-    for name, text in report_files.items():
+    for name, data in report_files.items():
       os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
-      with open(os.path.join(root, name), "w", encoding="utf-8") as f:
-        f.write(text)
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(data)
   return root
