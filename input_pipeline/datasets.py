@@ -26,7 +26,8 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, listing, mimic_cxr
+from input_pipeline.builders import base, listing, mimic_cxr, openi
+from input_pipeline.builders import csv as csv_export
 
 VIEWS = ("frontal", "all")  # config.data.views
 
@@ -150,6 +151,8 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "openi": _Prepared(openi.ClipmedOpeni),
+    "csv": _Prepared(csv_export.ClipmedCsv),
 }
 
 
