@@ -27,7 +27,7 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, cxr14, listing, mimic_cxr, vindr_cxr
+from input_pipeline.builders import base, csv_export, cxr14, listing, mimic_cxr, openi, vindr_cxr
 from input_pipeline.builders import rsna_pneumonia, siim_pneumothorax
 
 VIEWS = ("frontal", "all")  # config.data.views
@@ -171,6 +171,8 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "openi": _Prepared(openi.ClipmedOpeni),
+    "csv": _Prepared(csv_export.ClipmedCsv),
     "rsna_pneumonia": _Prepared(rsna_pneumonia.ClipmedRsnaPneumonia),
     "siim_pneumothorax": _Prepared(siim_pneumothorax.ClipmedSiimPneumothorax),
     "vindr_cxr": _Prepared(vindr_cxr.ClipmedVindrCxr),

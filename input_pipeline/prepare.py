@@ -12,7 +12,8 @@ Progress bars go to stderr; the last line of stdout is one JSON object:
 
 Dataset options (only the datasets that have them accept them; see README, "Datasets"):
   --views=frontal|all  --labels=dataset|labeler  --reports=PATH  --csv=FILE  --image_column=C
-  --report_column=C  --split_column=C  --label_columns=A,B  --patient_column=C
+  --report_column=C  --split_column=C  --label_columns=A,B  --patient_column=C  --study_column=C
+  --view_column=C
 
 Distributed builds on Apache Beam: --beam_runner=DirectRunner (one machine, many processes) or
 the runner of your cluster with --beam_options="--project=... --region=... ..." (README).
@@ -49,8 +50,10 @@ _OPTIONS = {name: flags.DEFINE_string(name, None, help_text) for name, help_text
     ("image_column", "Image path column, relative to the CSV (csv dataset)."),
     ("report_column", "Report text column (csv dataset)."),
     ("split_column", "train/val(idation)/test column (csv dataset); else a seeded split."),
-    ("label_columns", "Comma-separated label columns (csv dataset)."),
+    ("label_columns", "Comma-separated label columns, or none (csv dataset)."),
     ("patient_column", "Patient id column, for patient-level splits (csv dataset)."),
+    ("study_column", "Study id column: rows sharing it are one study (csv dataset)."),
+    ("view_column", "View column (PA, AP, LATERAL, ...); else FRONTAL (csv dataset)."),
 )}
 flags.mark_flags_as_required(["dataset"])
 
@@ -76,6 +79,9 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, options: dict[str, 
   if not os.path.isdir(os.path.expanduser(manual_dir)):
     raise errors.DataError(f"{dataset}: --manual_dir={manual_dir} is not a directory; point it "
                            f"at the unpacked download from {entry.builder_cls.HOMEPAGE}")
+  if not os.listdir(os.path.expanduser(manual_dir)):  # TFDS would stop with an AssertionError
+    raise errors.DataError(f"{dataset}: --manual_dir={manual_dir} is empty; point it at the "
+                           f"unpacked download from {entry.builder_cls.HOMEPAGE}")
   builder = entry.builder(data_dir, image_size=image_size, options=options, seed=seed,
                           max_examples=max_examples, vocab_size=vocab_size, workers=workers,
                           max_reject_fraction=max_reject_fraction, beam=bool(beam_runner),
