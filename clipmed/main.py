@@ -26,6 +26,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   console.quiet_library_logs()
+  with console.user_errors_exit():
+    config = console.config_value(_CONFIG)
+  if config.deterministic:  # read by XLA when the backend starts, so before the first jax call
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_gpu_deterministic_ops=true").strip()
   # Imported here so that `--help` and flag errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
   from clipmed import train  # pylint: disable=g-import-not-at-top
@@ -36,7 +41,7 @@ def main(argv):
                jax.local_devices())
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
-    results = train.train_and_evaluate(console.config_value(_CONFIG), workdir)
+    results = train.train_and_evaluate(config, workdir)
   if results and jax.process_index() == 0:
     console.print_results(workdir)
 

@@ -20,13 +20,13 @@ def test_two_runs_from_scratch_are_bit_identical(tmp_path):
   process, trains and evaluates; the per-step losses and results.json must be identical."""
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   runs = []
-  for name in ("a", "b"):
+  for name, deterministic in (("a", False), ("b", True)):  # the GPU switch changes nothing here
     workdir = tmp_path / f"run_{name}"
     proc = subprocess.run(
         [sys.executable, "-m", "clipmed.main",
          f"--config=configs/tiny.py:data_dir={tmp_path / f'data_{name}'},steps=8",
          "--config.log_every_steps=1", "--config.checkpoint_every_steps=4",
-         f"--workdir={workdir}"],
+         f"--config.deterministic={deterministic}", f"--workdir={workdir}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(workdir / "results.json") as f:
