@@ -2,6 +2,7 @@
 
   python -m clipmed.benchmark loss --batch 1024 --devices 8
   python -m clipmed.benchmark wordpiece --reports 200000 --vocab-size 30000
+  python -m clipmed.benchmark prepare --dataset mimic_cxr --manual_dir DIR [--workers 1]
 
 Subcommands live in the `SUBCOMMANDS` dict: name -> (add_arguments(parser), run(args)). To add
 one, write those two functions and add an entry. `--devices N` (every subcommand) forces N host
@@ -226,10 +227,55 @@ def run_wordpiece(args: argparse.Namespace) -> dict[str, object]:
           "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
+def _add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--dataset", required=True, help="a dataset of input_pipeline.datasets")
+  parser.add_argument("--manual_dir", required=True, help="its download (or a part of it)")
+  parser.add_argument("--image_size", type=int, default=512)
+  parser.add_argument("--max_examples", type=int, default=0, help="studies per split (0: all)")
+  parser.add_argument("--workers", type=int, default=1, help="1 measures one core")
+
+
+def _du_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(path) for name in names)
+
+
+def run_prepare(args: argparse.Namespace) -> dict[str, object]:
+  """Wall and CPU time of `python -m input_pipeline.prepare` on a download, into a temporary
+  data_dir: everything included (listing, report processing, image decoding and resizing, PNG
+  encoding, writing, read-back, tokenizer), with the disk used per 10k studies."""
+  from input_pipeline import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
+
+  def cpu_seconds():
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+  with tempfile.TemporaryDirectory() as data_dir:
+    cpu_start, start = cpu_seconds(), time.perf_counter()
+    summary = prepare_lib.prepare(args.dataset, manual_dir=args.manual_dir, data_dir=data_dir,
+                                  options={}, image_size=args.image_size,
+                                  max_examples=args.max_examples, workers=args.workers,
+                                  progress=False)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    with open(os.path.join(summary["data_dir"], "clipmed_index.json"), encoding="utf-8") as f:
+      index = json.load(f)
+    studies = sum(len(set(fields["study_id"])) for fields in index.values())
+    images = sum(len(fields["image_id"]) for fields in index.values())
+    disk = _du_bytes(summary["data_dir"])
+  return {"dataset": args.dataset, "workers": args.workers, "image_size": args.image_size,
+          "studies": studies, "images": images, "rejected": summary["rejected"],
+          "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+          "studies_per_s": round(studies / seconds, 2),
+          "studies_per_cpu_s": round(studies / cpu, 2), "images_per_s": round(images / seconds, 2),
+          "mb_per_10k_studies": round(disk / studies * 1e4 / 1e6, 1)}
+
+
 # name -> (add_arguments, run). run returns the JSON-serialisable result line.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], dict[str, object]]]] = {
     "loss": (_add_loss_arguments, run_loss),
+    "prepare": (_add_prepare_arguments, run_prepare),
     "wordpiece": (_add_wordpiece_arguments, run_wordpiece),
 }
 

@@ -67,7 +67,7 @@ FAULTS = {"truncated": TRUNCATED, "missing": MISSING, "empty_report": EMPTY_REPO
           "not_utf8": NOT_UTF8_STUDY, "lateral": LATERAL}
 
 
-def _write_gz_csv(path: str, header: list[str], rows: list[list[str]]) -> None:
+def write_gz_csv(path: str, header: list[str], rows: list[list[str]]) -> None:
   text = io.StringIO()
   writer = csv.writer(text, lineterminator="\n")
   writer.writerow(header)
@@ -107,12 +107,12 @@ def write(root: str, *, reports: str = "zip", size: tuple[int, int] = (96, 80)) 
     report_files[f"files/p{subject[:2]}/p{subject}/s{study}.txt"] = data
     label_rows.append([subject, study]
                       + [labels.get(c, "") for c in sorted(chexpert.CATEGORIES)])
-  _write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-split.csv.gz"),
+  write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-split.csv.gz"),
                 ["dicom_id", "study_id", "subject_id", "split"], split_rows)
-  _write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-metadata.csv.gz"),
+  write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-metadata.csv.gz"),
                 ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
                  "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"], meta_rows)
-  _write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-chexpert.csv.gz"),
+  write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-chexpert.csv.gz"),
                 ["subject_id", "study_id"] + sorted(chexpert.CATEGORIES), label_rows)
   if reports == "zip":
     with zipfile.ZipFile(os.path.join(root, "mimic-cxr-reports.zip"), "w") as z:
