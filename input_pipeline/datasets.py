@@ -26,7 +26,8 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, listing, mimic_cxr
+from input_pipeline.builders import base, chexpert_plus, listing, mimic_cxr
+from input_pipeline.builders import chexpert as chexpert_builder
 
 VIEWS = ("frontal", "all")  # config.data.views
 
@@ -150,6 +151,8 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "chexpert_plus": _Prepared(chexpert_plus.ClipmedChexpertPlus),
+    "chexpert": _Prepared(chexpert_builder.ClipmedChexpert),
 }
 
 

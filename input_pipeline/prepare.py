@@ -13,6 +13,7 @@ Progress bars go to stderr; the last line of stdout is one JSON object:
 Dataset options (only the datasets that have them accept them; see README, "Datasets"):
   --views=frontal|all  --labels=dataset|labeler  --reports=PATH  --csv=FILE  --image_column=C
   --report_column=C  --split_column=C  --label_columns=A,B  --patient_column=C
+  --five_by_200=FILE
 
 Distributed builds on Apache Beam: --beam_runner=DirectRunner (one machine, many processes) or
 the runner of your cluster with --beam_options="--project=... --region=... ..." (README).
@@ -49,6 +50,8 @@ _OPTIONS = {name: flags.DEFINE_string(name, None, help_text) for name, help_text
     ("split_column", "train/val(idation)/test column (csv dataset); else a seeded split."),
     ("label_columns", "Comma-separated label columns (csv dataset)."),
     ("patient_column", "Patient id column, for patient-level splits (csv dataset)."),
+    ("five_by_200", "CSV with a Path column: the test_5x200 images (CheXpert); default: drawn "
+     "with --seed."),
 )}
 flags.mark_flags_as_required(["dataset"])
 
