@@ -27,8 +27,9 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
-from input_pipeline.builders import base, csv_export, cxr14, listing, mimic_cxr, openi, vindr_cxr
-from input_pipeline.builders import rsna_pneumonia, siim_pneumothorax
+from input_pipeline.builders import base, chexpert_plus, csv_export, cxr14, listing, mimic_cxr
+from input_pipeline.builders import openi, rsna_pneumonia, siim_pneumothorax, vindr_cxr
+from input_pipeline.builders import chexpert as chexpert_builder
 
 VIEWS = ("frontal", "all")  # config.data.views
 
@@ -171,8 +172,10 @@ class RowSubset:
 DATASETS: dict[str, Any] = {
     "synth_cxr": _SynthCxr(),
     "mimic_cxr": _Prepared(mimic_cxr.ClipmedMimicCxr),
+    "chexpert_plus": _Prepared(chexpert_plus.ClipmedChexpertPlus),
     "openi": _Prepared(openi.ClipmedOpeni),
     "csv": _Prepared(csv_export.ClipmedCsv),
+    "chexpert": _Prepared(chexpert_builder.ClipmedChexpert),
     "rsna_pneumonia": _Prepared(rsna_pneumonia.ClipmedRsnaPneumonia),
     "siim_pneumothorax": _Prepared(siim_pneumothorax.ClipmedSiimPneumothorax),
     "vindr_cxr": _Prepared(vindr_cxr.ClipmedVindrCxr),

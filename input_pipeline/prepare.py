@@ -13,7 +13,7 @@ Progress bars go to stderr; the last line of stdout is one JSON object:
 Dataset options (only the datasets that have them accept them; see README, "Datasets"):
   --views=frontal|all  --labels=dataset|labeler  --reports=PATH  --csv=FILE  --image_column=C
   --report_column=C  --split_column=C  --label_columns=A,B  --patient_column=C  --study_column=C
-  --view_column=C
+  --view_column=C  --five_by_200=FILE
 
 Distributed builds on Apache Beam: --beam_runner=DirectRunner (one machine, many processes) or
 the runner of your cluster with --beam_options="--project=... --region=... ..." (README).
@@ -54,6 +54,8 @@ _OPTIONS = {name: flags.DEFINE_string(name, None, help_text) for name, help_text
     ("patient_column", "Patient id column, for patient-level splits (csv dataset)."),
     ("study_column", "Study id column: rows sharing it are one study (csv dataset)."),
     ("view_column", "View column (PA, AP, LATERAL, ...); else FRONTAL (csv dataset)."),
+    ("five_by_200", "CSV with a Path column: the test_5x200 images (CheXpert); default: drawn "
+     "with --seed."),
 )}
 flags.mark_flags_as_required(["dataset"])
 
