@@ -176,7 +176,10 @@ def test_layout_and_option_errors(tmp_path):
   with pytest.raises(errors.DataError, match=r"train.csv is missing: expected .*/train.csv "
                      r"\(or CheXpert-v1.0/train.csv, CheXpert-v1.0-small/train.csv\).*"
                      r"stanfordmlgroup.github.io"):
-    _prepare(tmp_path, tmp_path / "tfds")  # e.g. a CheXpert Plus or MIMIC folder
+    other = tmp_path / "other"  # e.g. a CheXpert Plus or MIMIC folder
+    other.mkdir()
+    (other / "df_chexpert_plus_240401.csv").write_text("path_to_image\n")
+    _prepare(other, tmp_path / "tfds")
   top = fake.write(str(tmp_path / "download"))
   os.remove(os.path.join(top, "valid.csv"))
   with pytest.raises(errors.DataError, match=r"valid.csv is missing: expected .*"

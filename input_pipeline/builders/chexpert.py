@@ -274,8 +274,8 @@ class ClipmedChexpert(base.RealDatasetBuilder):
   def list_studies(self, manual_dir: str) -> listing.Listing:
     index_dir = find_index_dir(manual_dir)
     if not index_dir:  # raises, naming the accepted places of train.csv
-      listing.find_file(manual_dir, ["train.csv"] + [f"{t}/train.csv" for t in TOP_FOLDERS],
-                        dataset=self.DATASET, homepage=HOMEPAGE, what="the index train.csv")
+      self.find(manual_dir, ["train.csv"] + [f"{t}/train.csv" for t in TOP_FOLDERS],
+                "the index train.csv")
     out = listing.Listing(splits={"train": [], "validation": [], TEST_5X200: []},
                           notes=[f"index files and images from {index_dir}"])
     others = [t for t in TOP_FOLDERS if os.path.join(manual_dir, t) != index_dir
@@ -285,8 +285,7 @@ class ClipmedChexpert(base.RealDatasetBuilder):
                        "it to prepare that one instead")
     rows = {}
     for name, split in INDEX_FILES:
-      path = listing.find_file(index_dir, [name], dataset=self.DATASET, homepage=HOMEPAGE,
-                               what=f"the index {name}")
+      path = self.find(index_dir, name, f"the index {name}")
       rows[split] = read_index(path)
     train_csv = os.path.join(index_dir, "train.csv")
 

@@ -150,8 +150,7 @@ class ClipmedChexpertPlus(base.RealDatasetBuilder):
     others = sorted(glob.glob(os.path.join(glob.escape(manual_dir), "df_chexpert_plus_*.csv*")))
     if not os.path.isfile(os.path.join(manual_dir, INDEX)) and others:
       return others[-1]
-    return listing.find_file(manual_dir, [INDEX], dataset=self.DATASET, homepage=HOMEPAGE,
-                             what="the index file")
+    return self.find(manual_dir, INDEX, "the index file")
 
   def _image_roots(self, manual_dir: str) -> list[tuple[str, str, str]]:
     """(folder, extension or "" to keep path_to_image's, name for the notes) where images may be,
