@@ -268,6 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         diverged = watch.flush()
       if diverged is not None:
         writer.flush()
+        ckpt.wait_until_finished()  # so the last save is listed
         error = _nonfinite_error(*diverged, config.max_consecutive_nonfinite_steps, ckpt)
         ckpt.close()
         raise error

@@ -76,6 +76,10 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, options: dict[str, 
   if dataset == "synth_cxr":
     return _prepare_synth_cxr(data_dir, image_size=image_size, max_examples=max_examples,
                               seed=seed)
+  builder = entry.builder(data_dir, image_size=image_size, options=options, seed=seed,
+                          max_examples=max_examples, vocab_size=vocab_size, workers=workers,
+                          max_reject_fraction=max_reject_fraction, beam=bool(beam_runner),
+                          progress=progress)
   if not manual_dir:
     raise errors.ConfigError(f"--dataset={dataset} needs --manual_dir, the unpacked download")
   if not os.path.isdir(os.path.expanduser(manual_dir)):
@@ -84,10 +88,6 @@ def prepare(dataset: str, *, manual_dir: str, data_dir: str, options: dict[str, 
   if not os.listdir(os.path.expanduser(manual_dir)):  # TFDS would stop with an AssertionError
     raise errors.DataError(f"{dataset}: --manual_dir={manual_dir} is empty; point it at the "
                            f"unpacked download from {entry.builder_cls.HOMEPAGE}")
-  builder = entry.builder(data_dir, image_size=image_size, options=options, seed=seed,
-                          max_examples=max_examples, vocab_size=vocab_size, workers=workers,
-                          max_reject_fraction=max_reject_fraction, beam=bool(beam_runner),
-                          progress=progress)
   if not builder.is_prepared():
     _check_writable(data_dir)
     beam_kwargs = {}

@@ -167,7 +167,7 @@ def test_end_to_end_tiny_run_then_evaluate_cli_reproduces_results(tiny_data_dir,
 
 @pytest.mark.slow
 def test_resume_after_sigterm_gives_the_losses_of_an_uninterrupted_run(tiny_data_dir, tmp_path):
-  steps = 60
+  steps = 30
   args = [f"--config=configs/tiny.py:data_dir={tiny_data_dir},steps={steps}",
           "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
           "--config.evals.zero_shot.every_steps=0"]
@@ -201,34 +201,35 @@ def test_resume_after_sigterm_gives_the_losses_of_an_uninterrupted_run(tiny_data
     assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step
 
 
-_LOSSES_OF_A_RUN = """
+_LOSSES_OF_RUNS = """
 import json, sys
-from clipmed import sharding
+from clipmed import sharding, train
 from configs import common, tiny
-from clipmed import train
 from tests.conftest import read_scalars
-config = tiny.get_config("data_dir={data_dir},steps=4")
-common.apply_row(config, "clip_ng_dtcg")  # negatives, graphs and all three streams
-config.log_every_steps = 1
-config.evals = type(config.evals)()
-if {two_axes}:  # data x fsdp: parameters sharded over fsdp, the batch over data
-  config.mesh.shape = dict(data=4, fsdp=2)
-  config.mesh.rules = [(sharding.BATCH, "data"), (sharding.EMBED, "fsdp"),
-                       (sharding.MLP, "fsdp")]
-train.train_and_evaluate(config, "{workdir}")
-print(json.dumps(read_scalars("{workdir}", "train/loss")))
+out = {{}}
+for name, mesh in {meshes}:
+  config = tiny.get_config("data_dir={data_dir},steps=4,evals=none")
+  common.apply_row(config, "clip_ng_dtcg")  # negatives, graphs and all three streams
+  config.log_every_steps = 1
+  if mesh == "data_x_fsdp":  # parameters sharded over fsdp, the batch over data
+    config.mesh.shape = dict(data=4, fsdp=2)
+    config.mesh.rules = [(sharding.BATCH, "data"), (sharding.EMBED, "fsdp"),
+                         (sharding.MLP, "fsdp")]
+  train.train_and_evaluate(config, "{workdir}/" + name)
+  out[name] = read_scalars("{workdir}/" + name, "train/loss")
+print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
 def test_eight_devices_and_a_two_axis_mesh_train_like_one(tiny_data_dir, tmp_path):
   out = {}
-  for name, devices, two_axes in (("one", 1, False), ("eight", 8, False),
-                                  ("data_x_fsdp", 8, True)):
-    code = _LOSSES_OF_A_RUN.format(data_dir=tiny_data_dir, workdir=tmp_path / name,
-                                   two_axes=two_axes)
+  for devices, meshes in ((1, [("one", "data")]),
+                          (8, [("eight", "data"), ("data_x_fsdp", "data_x_fsdp")])):
+    code = _LOSSES_OF_RUNS.format(data_dir=tiny_data_dir, workdir=tmp_path, meshes=meshes)
     stdout = run_with_devices(code, num_devices=devices)
-    out[name] = {int(k): v for k, v in json.loads(stdout.strip().splitlines()[-1]).items()}
+    for name, losses in json.loads(stdout.strip().splitlines()[-1]).items():
+      out[name] = {int(k): v for k, v in losses.items()}
   assert sorted(out["one"]) == [1, 2, 3, 4]
   for name in ("eight", "data_x_fsdp"):
     for step, loss in out["one"].items():
