@@ -3,6 +3,7 @@
   python -m clipmed.benchmark loss --batch 1024 --devices 8
   python -m clipmed.benchmark wordpiece --reports 200000 --vocab-size 30000
   python -m clipmed.benchmark prepare --dataset mimic_cxr --manual_dir DIR [--workers 1]
+  python -m clipmed.benchmark embed --config full --batch 32
 
 Subcommands live in the `SUBCOMMANDS` dict: name -> (add_arguments(parser), run(args)). To add
 one, write those two functions and add an entry. `--devices N` (every subcommand) forces N host
@@ -233,6 +234,7 @@ def _add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--image_size", type=int, default=512)
   parser.add_argument("--max_examples", type=int, default=0, help="studies per split (0: all)")
   parser.add_argument("--workers", type=int, default=1, help="1 measures one core")
+  parser.add_argument("--max_reject_fraction", type=float, default=0.05)
 
 
 def _du_bytes(path: str) -> int:
@@ -256,7 +258,7 @@ def run_prepare(args: argparse.Namespace) -> dict[str, object]:
     summary = prepare_lib.prepare(args.dataset, manual_dir=args.manual_dir, data_dir=data_dir,
                                   options={}, image_size=args.image_size,
                                   max_examples=args.max_examples, workers=args.workers,
-                                  progress=False)
+                                  max_reject_fraction=args.max_reject_fraction, progress=False)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     with open(os.path.join(summary["data_dir"], "clipmed_index.json"), encoding="utf-8") as f:
       index = json.load(f)
@@ -271,11 +273,39 @@ def run_prepare(args: argparse.Namespace) -> dict[str, object]:
           "mb_per_10k_studies": round(disk / studies * 1e4 / 1e6, 1)}
 
 
+def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--config", default="full", choices=("full", "demo", "tiny"),
+                      help="the model of configs/<config>.py (random weights)")
+  parser.add_argument("--batch", type=int, default=32, help="images per call (eval_batch_size)")
+  parser.add_argument("--repeats", type=int, default=3)
+
+
+def run_embed(args: argparse.Namespace) -> dict[str, object]:
+  """Evaluation cost: image embeddings per second of a config's model (the Embedder's jitted
+  encode_image at the config's image size), random weights, after compilation."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from clipmed import batch as batch_lib  # pylint: disable=g-import-not-at-top
+  from clipmed.models import clip as clip_lib  # pylint: disable=g-import-not-at-top
+
+  config = importlib.import_module(f"configs.{args.config}").get_config()
+  model = clip_lib.create_model(config.model, vocab_size=30522)
+  spec = batch_lib.BatchSpec.from_config(config, num_classes=14)
+  params = jax.jit(lambda key: model.init(key, spec.zeros(1), train=False)["params"])(
+      jax.random.key(0))
+  images = jnp.zeros((args.batch, spec.image_size, spec.image_size, spec.channels), jnp.float32)
+  embed = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
+  ms = _time_ms(lambda: embed(params, images), args.repeats)
+  return {"config": args.config, "image_size": spec.image_size, "batch": args.batch,
+          "ms_per_batch": round(ms, 1), "images_per_s": round(args.batch / ms * 1e3, 2),
+          "seconds_per_1000_images": round(1e3 * ms / args.batch / 1e3, 1)}
+
+
 # name -> (add_arguments, run). run returns the JSON-serialisable result line.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], dict[str, object]]]] = {
     "loss": (_add_loss_arguments, run_loss),
     "prepare": (_add_prepare_arguments, run_prepare),
+    "embed": (_add_embed_arguments, run_embed),
     "wordpiece": (_add_wordpiece_arguments, run_wordpiece),
 }
 

@@ -50,3 +50,18 @@ def test_wordpiece_subcommand_on_a_small_corpus():
   assert result["corpus"] == "synthetic" and result["reports"] == 50
   assert result["vocab_len"] == 300 and result["words"] >= 50 * 60
   assert result["train_s"] >= 0 and result["learn_cpu_s"] >= 0
+
+
+def test_prepare_and_embed_subcommands(tmp_path):
+  from tests.fakes import mimic_cxr  # pylint: disable=g-import-not-at-top
+  download = mimic_cxr.write(str(tmp_path / "download"))
+  args = benchmark.build_parser().parse_args(
+      ["prepare", "--dataset", "mimic_cxr", "--manual_dir", download, "--image_size", "64",
+       "--max_reject_fraction", "0.6"])
+  result = benchmark.run_prepare(args)
+  # The fake keeps 6 frontal images of 6 studies (tests/test_builder_mimic_cxr.py counts them).
+  assert (result["studies"], result["images"], result["rejected"]) == (6, 6, 4)
+  assert result["studies_per_s"] > 0 and result["mb_per_10k_studies"] > 0
+  embed = benchmark.run_embed(benchmark.build_parser().parse_args(
+      ["embed", "--config", "tiny", "--batch", "4", "--repeats", "1"]))
+  assert embed["image_size"] == 64 and embed["images_per_s"] > 0
