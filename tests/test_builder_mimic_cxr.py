@@ -12,7 +12,6 @@ import pytest
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import prepare as prepare_lib
-from input_pipeline import images
 from tests.conftest import ROOT
 from tests.fakes import mimic_cxr as fake
 

@@ -142,7 +142,8 @@ class _Reports:
     else:
       raise errors.DataError(
           f"mimic_cxr: the reports are missing: expected {zip_path} or "
-          f"{os.path.join(location, 'files/pXX/pSUBJECT/sSTUDY.txt')}; download mimic-cxr-reports.zip from {REPORTS_HOMEPAGE} and "
+          f"{os.path.join(location, 'files/pXX/pSUBJECT/sSTUDY.txt')}; download "
+          f"mimic-cxr-reports.zip from {REPORTS_HOMEPAGE} and "
           "pass --reports=PATH if it is not in --manual_dir")
 
   def read(self, subject: str, study: str) -> tuple[str, str]:

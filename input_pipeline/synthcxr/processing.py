@@ -6,8 +6,9 @@ Runs clipmed.report.processing.process_reports over the whole split (pool negati
 studies are drawn from the split's own single-entity reports; each distinct normal report is
 processed once, see process_reports_cached), then gives a hard negative to the studies it left
 without one (clipmed.report.processing.fill_missing_negatives), so that every study of a
-real-sized split has one, as METHOD.md asks. The builder stores the fields of STORED_FIELDS next to the generated ones; the
-generator's ground-truth `labels` stay as they are (process_reports' own labels of the cleaned
+real-sized split has one, as METHOD.md asks. The builder stores the fields of STORED_FIELDS next
+to the generated ones; the generator's ground-truth `labels` stay as they are (process_reports' own
+labels of the cleaned
 report are used here only to pick negatives).
 """
 

@@ -44,7 +44,8 @@ STUDIES = [
      "The lungs are clear. No pneumothorax.", "No acute cardiopulmonary process.",
      {"No Finding": "1.0"}),
     ("10000764", "50000003", "train", [("c1", "PA"), ("c2", "AP")],
-     "Right lower lobe consolidation.", "Pneumonia.", {"Consolidation": "1.0", "Pneumonia": "-1.0"}),
+     "Right lower lobe consolidation.", "Pneumonia.",
+     {"Consolidation": "1.0", "Pneumonia": "-1.0"}),
     ("10000980", "50000004", "train", [("d1", "PA")],
      "", "", {}),  # empty report
     ("10001217", "50000005", "train", [("e1", "PA")],
