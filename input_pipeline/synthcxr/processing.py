@@ -8,8 +8,7 @@ processed once, see process_reports_cached), then gives a hard negative to the s
 without one (clipmed.report.processing.fill_missing_negatives), so that every study of a
 real-sized split has one, as METHOD.md asks. The builder stores the fields of STORED_FIELDS next
 to the generated ones; the generator's ground-truth `labels` stay as they are (process_reports' own
-labels of the cleaned
-report are used here only to pick negatives).
+labels of the cleaned report are used here only to pick negatives).
 """
 
 from collections.abc import Callable, Sequence
