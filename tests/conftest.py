@@ -67,3 +67,11 @@ def make_wordpiece_tokenizer(texts, vocab_size: int = 100):
   with tempfile.TemporaryDirectory() as out_dir:
     tokenizer.train_wordpiece(texts, out_dir, vocab_size)
     return tokenizer.load_tokenizer(out_dir)
+
+
+def prepared_records(summary, split: str) -> dict:
+  """image_id -> record (images decoded) of a split prepared by input_pipeline.prepare, read
+  from the directory its summary names."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.builder_from_directory(summary["data_dir"]).as_data_source(split)
+  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}

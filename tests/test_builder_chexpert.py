@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from clipmed import errors
 from clipmed.report import chexpert
@@ -16,7 +15,7 @@ from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
 from input_pipeline.builders import chexpert as builder_lib
-from tests.conftest import ROOT
+from tests.conftest import ROOT, prepared_records
 from tests.fakes import chexpert as fake
 
 OPTIONS = dict(max_reject_fraction=0.5, image_size=64)
@@ -28,9 +27,6 @@ def _prepare(manual_dir, data_dir, options=None, **kwargs):
                              options=options or {}, progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  source = tfds.builder_from_directory(summary["data_dir"]).as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _listing(manual_dir, seed=0, **options):
@@ -65,7 +61,7 @@ def test_counts_rejects_and_filtered(prepared):
 
 def test_five_by_200_rule_and_no_leak(prepared):
   _, summary = prepared
-  test, train = _records(summary, "test_5x200"), _records(summary, "train")
+  test, train = prepared_records(summary, "test_5x200"), prepared_records(summary, "train")
   expected = {fake.path(p) for paths in fake.FIVE_BY_200.values() for p in paths}
   assert set(test) == expected  # every qualifying image (fewer than 200 per class here)
   assert not set(train) & expected and fake.path(fake.COMPANION) not in train
@@ -83,7 +79,7 @@ def test_five_by_200_rule_and_no_leak(prepared):
 
 def test_labels_views_images_and_hashes(prepared):
   _, summary = prepared
-  train, valid = _records(summary, "train"), _records(summary, "validation")
+  train, valid = prepared_records(summary, "train"), prepared_records(summary, "validation")
   row = train[fake.path("train/patient00004/study1/view1_frontal.jpg")]
   labels = row["labels"]  # the CSV's columns, in clipmed's category order
   assert labels[chexpert.INDEX["Atelectasis"]] == 1 and labels[chexpert.INDEX["Edema"]] == -1
@@ -117,7 +113,7 @@ def test_manual_dir_may_be_the_folder_holding_train_csv(prepared):
   again = _prepare(tmp_path / "download" / fake.TOP, tmp_path / "tfds_top")
   assert again["splits"] == summary["splits"] and again["config"] == summary["config"]
   for split in summary["splits"]:
-    assert set(_records(again, split)) == set(_records(summary, split))
+    assert set(prepared_records(again, split)) == set(prepared_records(summary, split))
 
 
 def test_draw_is_seeded(prepared, monkeypatch):

@@ -9,13 +9,13 @@ import zipfile
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
+from tests.conftest import prepared_records
 from tests.fakes import chexpert_plus as fake
 
 OPTIONS = dict(max_reject_fraction=0.5, vocab_size=200, image_size=64)
@@ -27,9 +27,6 @@ def _prepare(manual_dir, data_dir, options=None, **kwargs):
                              options=options or {}, progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  source = tfds.builder_from_directory(summary["data_dir"]).as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _listing(manual_dir, seed=0, **options):
@@ -69,7 +66,7 @@ def test_counts_and_rejects(prepared):
 
 def test_records_labels_reports_and_views(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   row = train["train/patient00001/study1/view1_frontal.jpg"]
   assert row["study_id"].decode() == "patient00001/study1"
   assert row["patient_id"].decode() == "patient00001"
@@ -94,7 +91,7 @@ def test_records_labels_reports_and_views(prepared):
   assert views["train/patient00001/study1/view2_lateral.jpg"] == "LATERAL"
   assert views["train/patient00001/study2/view1_frontal.jpg"] == "AP"
   assert views["train/patient00002/study1/view1_frontal.jpg"] == "FRONTAL"  # ap_pa blank
-  test = _records(summary, "test")
+  test = prepared_records(summary, "test")
   assert test["valid/patient64541/study1/view2_lateral.jpg"]["view"].decode() == "LL"
   assert test["valid/patient64541/study1/view1_frontal.jpg"]["study_id"].decode() == (
       "patient64541/study1")
@@ -112,7 +109,7 @@ def _expected(values: np.ndarray) -> np.ndarray:
 
 def test_16bit_and_rgba_pngs_keep_bone_bright(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   for image_id, bits in ((fake.PNG16, 16), (fake.RGBA, 8)):
     image = train[image_id]["image"]
     assert image.shape == (64, 53, 1) and image.dtype == np.uint8
@@ -156,7 +153,7 @@ def test_jpeg_form_with_chexpert_labels(prepared, tmp_path):
   summary = _prepare(tmp_path / "jpg", tmp_path / "tfds")
   assert summary["splits"] == png_summary["splits"]
   assert summary["config"] == png_summary["config"]
-  png, jpg = _records(png_summary, "train"), _records(summary, "train")
+  png, jpg = prepared_records(png_summary, "train"), prepared_records(summary, "train")
   assert set(png) == set(jpg)
   # CheXpert-v1.0/train.csv, joined on patientN/studyN/viewN: Pleural Effusion is -1 there.
   np.testing.assert_array_equal(jpg["train/patient00001/study1/view1_frontal.jpg"]["labels"],

@@ -16,7 +16,7 @@ from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
 from input_pipeline.builders import listing
-from tests.conftest import ROOT
+from tests.conftest import ROOT, prepared_records
 from tests.fakes import csv as fake
 
 SETTINGS = dict(max_reject_fraction=0.5, vocab_size=200, image_size=64)
@@ -36,11 +36,6 @@ def _prepare(root, options, name="tfds", download="download", **kwargs):
                              options=options, progress=False, workers=1, **{**SETTINGS, **kwargs})
 
 
-def _records(summary, options, split):
-  root = os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"])))
-  builder = datasets.DATASETS["csv"].builder(root, image_size=64, vocab_size=200, options=options)
-  source = builder.as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _corr(row, expected: np.ndarray) -> float:
@@ -75,7 +70,7 @@ def test_counts_rejects_and_filtered_rows(prepared):
 
 def test_labels_views_and_reports(prepared):
   _, summaries = prepared
-  train = _records(summaries["export"], EXPORT, "train")
+  train = prepared_records(summaries["export"], "train")
   pa, lateral = train["images/e1_pa.png"], train[fake.JPEG]
   assert pa["study_id"] == lateral["study_id"] == b"E1" and pa["patient_id"] == b"P1"
   assert (pa["view"], lateral["view"]) == (b"PA", b"LATERAL")  # "Lat" -> LATERAL
@@ -96,15 +91,15 @@ def test_labels_views_and_reports(prepared):
   e2 = train[fake.PNG16]["labels"]
   assert e2[CHEX["Cardiomegaly"]] == 0.0 and e2[CHEX["Pleural Effusion"]] == 0.0
   assert np.isnan(e2[CHEX["Pneumothorax"]])  # not the labeler's: the report says "No pneumothorax"
-  e3 = _records(summaries["export"], EXPORT, "validation")[fake.MONOCHROME1]["labels"]
+  e3 = prepared_records(summaries["export"], "validation")[fake.MONOCHROME1]["labels"]
   assert e3[CHEX["Cardiomegaly"]] == -1.0 and e3[CHEX["Edema"]] == 1.0
   assert np.isnan(train[fake.JPEG_DICOM]["labels"]).all()
 
 
 def test_pixels_of_every_format(prepared):
   _, summaries = prepared
-  rows = {**_records(summaries["export"], EXPORT, "train"),
-          **_records(summaries["export"], EXPORT, "validation")}
+  rows = {**prepared_records(summaries["export"], "train"),
+          **prepared_records(summaries["export"], "validation")}
   index = {row[0]: i for i, row in enumerate(fake.ROWS)}
   for name in (fake.PNG16, fake.MONOCHROME1):
     assert rows[name]["image"].shape == (64, 53, 1) and rows[name]["image"].dtype == np.uint8
@@ -141,7 +136,7 @@ def test_custom_classes_and_split_column(prepared):
   assert summary["splits"] == {"train": 2, "validation": 2, "test": 1} and summary["rejected"] == 0
   with open(os.path.join(summary["data_dir"], "metadata.json")) as f:
     assert json.load(f)["class_names"] == ["Nodule", "Mass", "cardiomegaly"]
-  train = _records(summary, CUSTOM, "train")
+  train = prepared_records(summary, "train")
   row = train["images/e1_pa.png"]
   np.testing.assert_array_equal(row["labels"], [1.0, 0.0, 1.0])
   assert row["study_id"] == b"images/e1_pa.png" and row["patient_id"] == b""
@@ -150,9 +145,9 @@ def test_custom_classes_and_split_column(prepared):
   neg = row["neg_labels"]
   assert neg.shape == (3,) and np.isnan(neg[:2]).all()
   assert neg[2] == (0.0 if row["neg_entity"] == b"Cardiomegaly" else 1.0)
-  np.testing.assert_array_equal(_records(summary, CUSTOM, "validation")["images/e5.png"]["labels"],
+  np.testing.assert_array_equal(prepared_records(summary, "validation")["images/e5.png"]["labels"],
                                 [np.nan, 1.0, np.nan])
-  assert set(_records(summary, CUSTOM, "test")) == {"images/e10.png"}
+  assert set(prepared_records(summary, "test")) == {"images/e10.png"}
 
 
 def test_given_chexpert_label_columns_leave_the_others_blank(prepared):
@@ -238,11 +233,9 @@ def test_cli_with_the_new_flags_and_labeler_labels(prepared):
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert summary["rejected"] == 3 and sum(summary["splits"].values()) == 8
-  options = dict(csv="export.csv", study_column="exam_id", view_column="view",
-                 label_columns="none")
   rows = {}
   for split in summary["splits"]:
-    rows.update(_records(summary, options, split))
+    rows.update(prepared_records(summary, split))
   # Without a patient column the seeded split is by study: E1's two images stay together.
   assert rows["images/e1_pa.png"]["view"] == b"PA" and rows[fake.JPEG]["view"] == b"LATERAL"
   # clipmed's labeler on the reports, not the CSV's columns.

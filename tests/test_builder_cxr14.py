@@ -13,6 +13,7 @@ from input_pipeline import images
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
 from input_pipeline.builders import cxr14
+from tests.conftest import prepared_records
 from tests.fakes import cxr14 as fake
 from tests.fakes import images as fake_images
 from tests.fakes import vindr_cxr as fake_vindr
@@ -27,12 +28,6 @@ def _prepare(tmp_path, name="tfds", download="download", options=None, **kwargs)
                              progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
-  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"])))
-  source = datasets.DATASETS["cxr14"].builder(
-      data_dir, image_size=OPTIONS["image_size"]).as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _index(summary):
@@ -68,8 +63,8 @@ def test_counts_rejects_and_filtered(prepared):
 
 def test_labels_ids_and_views(prepared):
   _, summary = prepared
-  rows = {**_records(summary, "train"), **_records(summary, "validation"),
-          **_records(summary, "test")}
+  rows = {**prepared_records(summary, "train"), **prepared_records(summary, "validation"),
+          **prepared_records(summary, "test")}
 
   def positives(name):
     labels = rows[name]["labels"]
@@ -109,14 +104,14 @@ def test_splits_are_official_test_and_patient_level_train_validation(prepared):
 
 def test_rgba_png_is_read_as_its_grey_image(prepared, tmp_path):
   _, summary = prepared
-  row = _records(summary, "train")[fake.RGBA]
+  row = prepared_records(summary, "train")[fake.RGBA]
   assert row["image"].shape == (53, 64, 1) and row["image"].dtype == np.uint8  # 80 x 96 -> 64
   seed = [name for name, *_ in fake.ENTRIES].index(fake.RGBA)
   grey = fake_images.write_png(tmp_path / "grey.png", fake_images.chest_like(80, 96, seed=seed))
   np.testing.assert_array_equal(row["image"][..., 0], images.load_grayscale(grey, max_size=64)[0])
 
 
-def test_kaggle_layout_and_v2020_file_prepare_to_the_same_records(prepared, tmp_path):
+def test_kaggle_layout_and_v2020_file_prepare_to_the_sameprepared_records(prepared, tmp_path):
   _, summary = prepared
   fake.write(str(tmp_path / "kaggle"), layout="kaggle", data_entry="v2020")
   assert os.path.isdir(tmp_path / "kaggle" / "images_002" / "images")
@@ -124,7 +119,7 @@ def test_kaggle_layout_and_v2020_file_prepare_to_the_same_records(prepared, tmp_
   assert again["splits"] == summary["splits"] and again["rejected"] == summary["rejected"]
   assert set(again["filtered"].values()) == {1}
   for split in summary["splits"]:
-    a, b = _records(summary, split), _records(again, split)
+    a, b = prepared_records(summary, split), prepared_records(again, split)
     assert set(a) == set(b)
     for key in a:
       np.testing.assert_array_equal(a[key]["image"], b[key]["image"])

@@ -12,7 +12,7 @@ import pytest
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import prepare as prepare_lib
-from tests.conftest import ROOT
+from tests.conftest import ROOT, prepared_records
 from tests.fakes import mimic_cxr as fake
 
 OPTIONS = dict(max_reject_fraction=0.6, vocab_size=200, image_size=64)
@@ -24,13 +24,6 @@ def _prepare(tmp_path, name="tfds", options=None, **kwargs):
                              progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
-  builder = datasets.DATASETS["mimic_cxr"].builder(
-      os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"]))),
-      image_size=OPTIONS["image_size"], vocab_size=OPTIONS["vocab_size"])
-  source = builder.as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def test_counts_rejects_and_filtered_views(prepared):
 
 def test_records_hold_images_labels_and_report_fields(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   assert set(train) == {fake.dicom_id(s) for s in ("a1", "b1", "c1")}
   row = train[fake.dicom_id("a1")]
   assert row["study_id"].decode() == "50000001" and row["patient_id"].decode() == "10000032"
@@ -96,14 +89,14 @@ def test_index_hashes_and_tokenizer(prepared):
   assert os.path.exists(os.path.join(root, "tokenizer", "tokenizer.json"))
 
 
-def test_the_same_download_prepares_to_the_same_records(prepared, tmp_path):
+def test_the_same_download_prepares_to_the_sameprepared_records(prepared, tmp_path):
   """Deterministic: a second build (one worker, reports as a folder) equals the first."""
   first_root, summary = prepared
   fake.write(str(tmp_path / "download"), reports="tree")
   again = _prepare(tmp_path, workers=1)
   assert again["splits"] == summary["splits"]
   for split in summary["splits"]:
-    a, b = _records(summary, split), _records(again, split)
+    a, b = prepared_records(summary, split), prepared_records(again, split)
     assert set(a) == set(b)
     for key in a:
       for field in ("report_clean", "neg_report", "graph", "neg_graph", "report"):
@@ -195,7 +188,7 @@ def test_beam_direct_runner_builds_the_same_dataset(prepared, tmp_path):
   with open(beam["rejects_csv"]) as f, open(summary["rejects_csv"]) as g:
     assert f.read() == g.read()
   for split in summary["splits"]:
-    a, b = _records(summary, split), _records(beam, split)
+    a, b = prepared_records(summary, split), prepared_records(beam, split)
     assert set(a) == set(b)
     for key in a:
       assert a[key]["report_clean"] == b[key]["report_clean"]

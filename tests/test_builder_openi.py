@@ -15,6 +15,7 @@ from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
 from input_pipeline.builders import listing
+from tests.conftest import prepared_records
 from tests.fakes import images as fake_images
 from tests.fakes import mimic_cxr as fake_mimic
 from tests.fakes import openi as fake
@@ -32,11 +33,6 @@ def _prepare(root, form):
                              progress=False, workers=1, **OPTIONS)
 
 
-def _records(summary, split):
-  root = os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"])))
-  builder = datasets.DATASETS["openi"].builder(root, image_size=64, vocab_size=200)
-  source = builder.as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _listing(manual_dir):
@@ -76,7 +72,7 @@ def test_nlm_counts_and_rejects(prepared):
 
 def test_nlm_records_labels_and_reports(prepared):
   _, summaries = prepared
-  train = _records(summaries["nlm"], "train")
+  train = prepared_records(summaries["nlm"], "train")
   row = train["CXR2_IM-0652-1001"]
   assert row["study_id"] == b"CXR2" and row["patient_id"] == b"CXR2"
   assert row["image"].shape == (64, 53, 1) and row["image"].dtype == np.uint8  # 96 x 80 -> 64
@@ -91,7 +87,7 @@ def test_nlm_records_labels_and_reports(prepared):
   assert "INDICATION" not in normal["report"].decode()
   assert normal["labels"][chexpert.INDEX["Pleural Effusion"]] == 0.0
   assert normal["labels"][chexpert.INDEX["No Finding"]] == 1.0
-  assert _records(summaries["nlm"], "test")["CXR10_IM-2055-1001"]["labels"][
+  assert prepared_records(summaries["nlm"], "test")["CXR10_IM-2055-1001"]["labels"][
       chexpert.INDEX["Support Devices"]] == 1.0
   # The stored pixels are the PNG's, resized (8-bit grey PNGs pass through unchanged).
   expected = Image.fromarray(fake_images.chest_like(96, 80, seed=20)).resize((53, 64))
@@ -139,7 +135,7 @@ def test_kaggle_form(prepared):
       "99_IM-9999-1001.dcm.png": "uid 99 has no row in indiana_reports.csv",
       "7_IM-2052-1001.dcm.png": "file not found",
       "6_IM-2051-2001.dcm.png": "image file is truncated"}
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   # Views from indiana_projections.csv: CXR1's frontal is -4001.
   assert train["1_IM-0001-4001.dcm.png"]["view"] == b"FRONTAL"
   assert train["1_IM-0001-3001.dcm.png"]["view"] == b"LATERAL"
@@ -150,7 +146,7 @@ def test_kaggle_form(prepared):
   uids = [str(n) for n in range(1, 13)] + ["99"]
   expected = {u: next((s for s, ids in KAGGLE_SPLIT.items() if u in ids), "train") for u in uids}
   assert listing.seeded_split(uids, seed=0) == expected
-  assert set(_records(summary, "test")) == {"6_IM-2051-1001.dcm.png", "10_IM-2055-1001.dcm.png"}
+  assert set(prepared_records(summary, "test")) == {"6_IM-2051-1001.dcm.png", "10_IM-2055-1001.dcm.png"}
 
 
 def test_nlm_views_from_a_projections_file_and_flat_pngs(tmp_path):

@@ -13,6 +13,7 @@ from clipmed import errors
 from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
+from tests.conftest import prepared_records
 from tests.fakes import images as fake_images
 from tests.fakes import rsna_pneumonia as fake
 from tests.fakes import siim_pneumothorax as fake_siim
@@ -31,12 +32,6 @@ def _prepare(tmp_path, name="tfds", options=None, **kwargs):
                              progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  builder = datasets.DATASETS["rsna_pneumonia"].builder(
-      os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"]))),
-      image_size=OPTIONS["image_size"])
-  source = builder.as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _listing(download, seed=0):
@@ -74,13 +69,13 @@ def test_counts_rejects_and_filtered(prepared):
 
 def test_labels_views_and_ids(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   # Hand-checked against PATIENTS: (Pneumonia, Normal, No Lung Opacity / Not Normal).
   expected = {"p02": [0, 1, 0], "p03": [0, 0, 1], "p04": [1, 0, 0], "p08": [1, 0, 0],
               "p10": [0, 0, 1], "p05": [0, 1, 0]}
   for short, labels in expected.items():
     np.testing.assert_array_equal(train[PID(short)]["labels"], np.float32(labels), err_msg=short)
-  two_boxes = _records(summary, "validation")[PID(fake.TWO_BOXES)]  # 2 rows per file -> 1 example
+  two_boxes = prepared_records(summary, "validation")[PID(fake.TWO_BOXES)]  # 2 rows per file -> 1 example
   np.testing.assert_array_equal(two_boxes["labels"], np.float32([1, 0, 0]))
   row = train[PID("p02")]
   assert row["study_id"].decode() == row["patient_id"].decode() == PID("p02")
@@ -97,13 +92,13 @@ def test_splits_are_seeded_by_patient_and_hashed(prepared):
   rejected = {fake.TRUNCATED, fake.MISSING}
   for split, names in SPLIT.items():
     kept = [PID(n) for n in names if n not in rejected]
-    assert set(_records(summary, split)) == set(kept), split
+    assert set(prepared_records(summary, split)) == set(kept), split
     assert meta["splits"][split]["image_id_sha256"] == base.split_hash(kept)
 
 
 def test_pixels_of_jpeg_baseline_and_monochrome1_dicoms(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   # JPEG-baseline DICOM: the written image, resized (JPEG loss only).
   k = [p[0] for p in fake.PATIENTS].index("p02")
   source = Image.fromarray(fake_images.chest_like(96, 80, seed=k)).resize((53, 64),

@@ -14,6 +14,7 @@ from clipmed import errors
 from input_pipeline import datasets
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
+from tests.conftest import prepared_records
 from tests.fakes import images as fake_images
 from tests.fakes import rsna_pneumonia as fake_rsna
 from tests.fakes import siim_pneumothorax as fake
@@ -32,12 +33,6 @@ def _prepare(tmp_path, name="tfds", options=None, **kwargs):
                              progress=False, **{**OPTIONS, **kwargs})
 
 
-def _records(summary, split):
-  builder = datasets.DATASETS["siim_pneumothorax"].builder(
-      os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"]))),
-      image_size=OPTIONS["image_size"])
-  source = builder.as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 def _listing(download, seed=0):
@@ -77,11 +72,11 @@ def test_counts_rejects_and_filtered(prepared):
 
 def test_labels_views_and_ids(prepared):
   _, summary = prepared
-  validation, train = _records(summary, "validation"), _records(summary, "train")
+  validation, train = prepared_records(summary, "validation"), prepared_records(summary, "train")
   two_masks = validation[IID(fake.TWO_MASKS)]  # two RLE rows -> one example, positive
   np.testing.assert_array_equal(two_masks["labels"], np.float32([1]))
   np.testing.assert_array_equal(validation[IID("i02")]["labels"], np.float32([0]))  # " -1"
-  np.testing.assert_array_equal(_records(summary, "test")[IID("i03")]["labels"],
+  np.testing.assert_array_equal(prepared_records(summary, "test")[IID("i03")]["labels"],
                                 np.float32([0]))  # "-1"
   np.testing.assert_array_equal(train[IID("i10")]["labels"], np.float32([1]))
   assert two_masks["study_id"].decode() == fake.study_id(fake.TWO_MASKS)
@@ -99,13 +94,13 @@ def test_splits_are_seeded_by_patient_and_hashed(prepared):
   assert meta["class_names"] == ["Pneumothorax"]
   for split, names in SPLIT.items():
     kept = [IID(n) for n in names if n != fake.TRUNCATED]
-    assert set(_records(summary, split)) == set(kept), split
+    assert set(prepared_records(summary, split)) == set(kept), split
     assert meta["splits"][split]["image_id_sha256"] == base.split_hash(kept)
 
 
 def test_pixels_of_jpeg_baseline_and_monochrome1_dicoms(prepared):
   _, summary = prepared
-  train = _records(summary, "train")
+  train = prepared_records(summary, "train")
   k = [image[0] for image in fake.IMAGES].index("i08")
   source = Image.fromarray(fake_images.chest_like(96, 80, seed=k)).resize((53, 64),
                                                                           Image.Resampling.LANCZOS)

@@ -12,6 +12,7 @@ from clipmed import errors
 from input_pipeline import prepare as prepare_lib
 from input_pipeline.builders import base
 from input_pipeline.builders import vindr_cxr
+from tests.conftest import prepared_records
 from tests.fakes import cxr14 as fake_cxr14
 from tests.fakes import images as fake_images
 from tests.fakes import vindr_cxr as fake
@@ -33,10 +34,6 @@ def _builder(data_dir, **kwargs):
                                                 **kwargs)
 
 
-def _records(summary, split):
-  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(summary["data_dir"])))
-  source = _builder(data_dir).as_data_source(split)
-  return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +61,8 @@ def test_counts_rejects_and_filtered(prepared):
 
 def test_labels_are_the_readers_majority_and_the_test_consensus(prepared):
   _, summary = prepared
-  rows = {**_records(summary, "train"), **_records(summary, "validation"),
-          **_records(summary, "test")}
+  rows = {**prepared_records(summary, "train"), **prepared_records(summary, "validation"),
+          **prepared_records(summary, "test")}
   shorts = {ID(s): s for s, _ in fake.TRAIN + fake.TEST}
   for image_id, row in rows.items():
     assert row["labels"].dtype == np.float32 and row["labels"].shape == (28,)
@@ -116,7 +113,7 @@ def test_seed_moves_the_validation_images_not_the_test_images(prepared, tmp_path
 
 def test_images_monochrome1_comes_out_bone_bright(prepared):
   _, summary = prepared
-  test = _records(summary, "test")
+  test = prepared_records(summary, "test")
   row = test[ID(fake.MONOCHROME1)]
   image = row["image"][..., 0]  # 96 x 80 -> 64 x 53
   assert row["image"].shape == (64, 53, 1) and row["image"].dtype == np.uint8
@@ -129,12 +126,12 @@ def test_images_monochrome1_comes_out_bone_bright(prepared):
     assert row["image"].shape == (64, 53, 1)
 
 
-def test_same_download_prepares_to_the_same_records(prepared, tmp_path):
+def test_same_download_prepares_to_the_sameprepared_records(prepared, tmp_path):
   _, summary = prepared
   again = _prepare(tmp_path, download=prepared[0] / "download", workers=1)
   assert again["splits"] == summary["splits"]
   for split in summary["splits"]:
-    a, b = _records(summary, split), _records(again, split)
+    a, b = prepared_records(summary, split), prepared_records(again, split)
     assert set(a) == set(b)
     for key in a:
       np.testing.assert_array_equal(a[key]["image"], b[key]["image"])
