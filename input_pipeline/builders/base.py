@@ -97,6 +97,8 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   # option name -> (default, allowed values or None for free text); part of the config name.
   OPTIONS: ClassVar[dict[str, tuple[str, tuple[str, ...] | None]]] = {}
   code_path = _ClassProperty(lambda cls: epath.Path(__file__))
+  # What TFDS prints when the download is missing: the dataset module's docstring.
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _ClassProperty(lambda cls: sys.modules[cls.__module__].__doc__)
 
   def __init__(self, *, config: RealDatasetConfig, workers: int = 1,
                max_reject_fraction: float = 0.05, beam: bool = False, progress: bool = True,

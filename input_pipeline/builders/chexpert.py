@@ -266,7 +266,6 @@ class ClipmedChexpert(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "chexpert"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   CLASS_NAMES = chexpert.CATEGORIES
   HAS_REPORTS = False
   OPTIONS = {"five_by_200": ("", None)}

@@ -70,7 +70,6 @@ class ClipmedChexpertPlus(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "chexpert_plus"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   CLASS_NAMES = chexpert_labels.CATEGORIES
   HAS_REPORTS = True
   OPTIONS = {"labels": ("dataset", ("dataset", "labeler"))}

@@ -90,7 +90,6 @@ class ClipmedCsv(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "csv"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   HAS_REPORTS = True
   OPTIONS = {"csv": ("", None), "image_column": ("image_path", None),
              "report_column": ("report", None), "study_column": ("", None),

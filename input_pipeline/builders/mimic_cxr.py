@@ -46,7 +46,6 @@ class ClipmedMimicCxr(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "mimic_cxr"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   OPTIONS = {"views": ("frontal", ("frontal", "all")),
              "labels": ("dataset", ("dataset", "labeler")),
              "reports": ("", None)}

@@ -65,9 +65,7 @@ class ClipmedOpeni(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "openi"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   HAS_REPORTS = True
-  OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
     xml_dir = os.path.join(manual_dir, XML_DIR)

@@ -55,10 +55,8 @@ class ClipmedRsnaPneumonia(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "rsna_pneumonia"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   CLASS_NAMES = CLASS_NAMES
   HAS_REPORTS = False
-  OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
     labels_path = self.find(manual_dir, LABELS_CSV, "the label file")

@@ -50,10 +50,8 @@ class ClipmedSiimPneumothorax(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "siim_pneumothorax"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   CLASS_NAMES = CLASS_NAMES
   HAS_REPORTS = False
-  OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
     csv_path = self.find(manual_dir, RLE_CSV, "the mask file")

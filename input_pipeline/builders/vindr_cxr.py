@@ -68,10 +68,8 @@ class ClipmedVindrCxr(base.RealDatasetBuilder):
   VERSION = tfds.core.Version("1.0.0")
   DATASET = "vindr_cxr"
   HOMEPAGE = HOMEPAGE
-  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   CLASS_NAMES = CLASS_NAMES
   HAS_REPORTS = False
-  OPTIONS = {}
 
   def list_studies(self, manual_dir: str) -> listing.Listing:
     manual_dir = os.path.abspath(manual_dir)
