@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core by default.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test install install-dev clean help
 
@@ -34,7 +36,7 @@ demo: $(VENV)/.installed
 	$(PY) -m clipmed.main --config=configs/demo.py$(if $(DEMO_ARGS),:$(DEMO_ARGS)) --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data $(WORKDIR)
