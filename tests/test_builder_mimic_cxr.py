@@ -152,32 +152,6 @@ def test_cli_prints_one_json_summary_and_rebuilds_nothing(prepared):
 
 
 @pytest.mark.slow
-def test_tiny_training_and_evaluation_on_prepared_mimic_cxr(prepared, tmp_path):
-  """configs/tiny.py trains on the prepared fake for a few steps, then clipmed.evaluate
-  reproduces its results; the test split's hash is in results.json."""
-  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(prepared[1]["data_dir"])))
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  config = [f"--config=configs/tiny.py:data_dir={data_dir},dataset=mimic_cxr,steps=4,batch=2",
-            "--config.data.prepared.image_size=64", "--config.data.prepared.vocab_size=200",
-            "--config.data.max_text_length=32"]
-  workdir = str(tmp_path / "run")
-  run = subprocess.run([sys.executable, "-m", "clipmed.main", *config, f"--workdir={workdir}"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-  assert run.returncode == 0, run.stderr[-4000:]
-  with open(os.path.join(workdir, "results.json")) as f:
-    results = json.load(f)
-  assert "retrieval/mimic_cxr/recall@1" in results
-  assert "normal_detection/mimic_cxr/accuracy" in results
-  os.remove(os.path.join(workdir, "results.json"))
-  again = subprocess.run([sys.executable, "-m", "clipmed.evaluate", *config,
-                          f"--workdir={workdir}"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-  assert again.returncode == 0, again.stderr[-4000:]
-  with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f) == results
-
-
-@pytest.mark.slow
 def test_beam_direct_runner_builds_the_same_dataset(prepared, tmp_path):
   """The distributed path (Apache Beam, here the DirectRunner) writes the same records, rejects
   and split hashes as the multiprocessing path."""

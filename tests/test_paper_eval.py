@@ -1,4 +1,5 @@
-"""The paper's evaluation across datasets, end to end on fake copies of the official downloads:
+"""The paper's evaluation across datasets, end to end on fake copies of the official downloads
+(and the end-to-end test of training on a prepared real dataset):
 train configs/tiny.py on a prepared fake MIMIC-CXR, then evaluate with configs/paper_eval.py on
 every benchmark that is prepared; the others are skipped with the command that prepares them."""
 
