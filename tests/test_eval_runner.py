@@ -134,6 +134,7 @@ def test_write_json_md_and_scalars(tmp_path):
   assert read_data == evaluated and metrics["zero_shot/toy/auroc/edema"] == Metric(0.75, 0.6, 0.9)
   assert math.isnan(metrics["zero_shot/toy/auroc/fracture"].value)
   md = open(md_path).read()
+  assert "| toy/test | 7 | `abababababababab (image_ids)` |" in md
   assert "step 42" in md
   assert "## zero_shot (toy)" in md and "## retrieval (toy)" in md
   assert "| auroc/edema | 0.750 | [0.600, 0.900] |" in md

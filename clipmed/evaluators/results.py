@@ -83,10 +83,11 @@ def markdown_table(results: Mapping[str, Metric], step: int,
       lines.append(f"| {metric} | {fmt(m.value)} | {ci} |")
     lines.append("")
   if data:
-    lines += ["## Evaluated data", "", "| dataset/split | images | image_id sha256 |",
+    lines += ["## Evaluated data", "", "| dataset/split | images | sha256 of the sorted ids |",
               "|---|---:|---|"]
     for name, info in data.items():
-      lines.append(f"| {name} | {info.get('images', '')} | "
-                   f"`{str(info.get('image_id_sha256', ''))[:16]}` |")
+      digest = next((f"{v[:16]} ({k.removesuffix('_sha256')}s)" for k, v in info.items()
+                     if k.endswith("_sha256")), "")
+      lines.append(f"| {name} | {info.get('images', '')} | `{digest}` |")
     lines.append("")
   return "\n".join(lines)
