@@ -44,6 +44,7 @@ import tqdm
 from clipmed import errors
 from clipmed.report import chexpert
 from clipmed.report import processing as report_processing
+from input_pipeline import extras
 from input_pipeline import tokenizer as tokenizer_lib
 from input_pipeline.builders import listing
 from input_pipeline.builders import work
@@ -291,10 +292,10 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       for start in range(0, len(source), 256):
         for row in source.__getitems__(list(range(start, min(start + 256, len(source))))):
           for name in INDEX_FIELDS:
-            fields[name].append(_text(row[name]))
+            fields[name].append(extras.as_text(row[name]))
           if self.HAS_REPORTS and split == "train" and fields["study_id"][-1] not in seen:
             seen.add(fields["study_id"][-1])
-            train_texts += [_text(row["report"]), _text(row["neg_report"])]
+            train_texts += [extras.as_text(row["report"]), extras.as_text(row["neg_report"])]
       index[split] = fields
     return index, train_texts
 
@@ -339,10 +340,6 @@ def _counting(results: Iterable[Any], bar) -> Iterator[Any]:
   for result in results:
     bar.update(1)
     yield result
-
-
-def _text(value: Any) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _split_seed(seed: int, split: str) -> int:

@@ -24,6 +24,7 @@ import time
 
 from absl import logging
 
+from input_pipeline import extras
 from input_pipeline import tokenizer as tokenizer_lib
 from input_pipeline.synthcxr.generate import generate_example
 from input_pipeline.synthcxr.generate import measure_speed
@@ -89,10 +90,6 @@ def _check_writable(path: str) -> None:
         "directory, e.g. --config=configs/demo.py:data_dir=/tmp/tfds")
 
 
-def _as_str(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _say(message: str) -> None:
   logging.info(message)
   print(message, flush=True)
@@ -146,7 +143,7 @@ def prepare(data_dir: str, *, image_size: int = 128, num_train: int = 6000,
     source = b.as_data_source(split="train",
                               decoders={"image": tfds.decode.SkipDecoding()})
     # The reports and their hard negatives: the negative statements bring a few words of their own.
-    texts = (_as_str(source[i][key]) for i in range(len(source))
+    texts = (extras.as_text(source[i][key]) for i in range(len(source))
              for key in ("report", "neg_report"))
     tokenizer_lib.train_wordpiece(texts, out_dir, vocab_size)
     with open(os.path.join(out_dir, _TOKENIZER_META), "w", encoding="utf-8") as fh:
