@@ -40,6 +40,9 @@ IterateSplit = Callable[[str], Iterable[Mapping[str, np.ndarray]]]
 #                           "extras": {key: [N] list}} (extras optional).
 SplitMetadata = Callable[[str], Mapping[str, Any]]
 
+# results.md's appendix with the paper's tables (printed at the end of a paper_eval run).
+PAPER_TABLES_HEADING = "## The paper's tables"
+
 
 @dataclasses.dataclass
 class EvalSource:
@@ -271,4 +274,4 @@ class Runner:
     the paper's tables when the evaluations include theirs)."""
     tables = paper.markdown({f"step {step}": results})
     return results_lib.write(workdir, results, step, data=dict(sorted(self._data_info.items())),
-                             appendix=f"## The paper's tables\n\n{tables}" if tables else "")
+                             appendix=f"{PAPER_TABLES_HEADING}\n\n{tables}" if tables else "")
