@@ -4,7 +4,10 @@
     python scripts/compare_results.py CLIP=workdirs/clip_s0,workdirs/clip_s1,workdirs/clip_s2 \\
         FULL=workdirs/full_s0,workdirs/full_s1,workdirs/full_s2 --plot compare.png
 
-Each row is NAME=WORKDIR, or NAME=WORKDIR,WORKDIR,... for several seeds of one configuration.
+Each row is NAME=WORKDIR, or NAME=WORKDIR,WORKDIR,... for several seeds of one configuration (a
+WORKDIR may be a quoted glob: 'CLIP=workdirs/table2/clip/seed*'). `--runs-dir DIR` takes every
+subdirectory of DIR as a row named after it: DIR/<row> holding results.json is one run,
+DIR/<row>/<seed> several (the layout of the README's Table 2 command).
 
 1. The metrics table: one column per row; "value [ci_low, ci_high]" for a single workdir (the
    interval of its results.json), "mean +- sd (n seeds)" for several (sd: sample standard
@@ -24,6 +27,7 @@ the paper's Tables 2, 4, 5 and 6 (configs/paper_eval.py) with one row per (singl
 """
 
 import argparse
+import glob
 import math
 import os
 import sys
@@ -81,11 +85,40 @@ class Row:
     return np.array([r[key].value if key in r else np.nan for r in self.results])
 
 
+def _expand(pattern: str) -> list[str]:
+  if not glob.has_magic(pattern):
+    return [pattern]
+  matches = sorted(glob.glob(pattern))
+  if not matches:
+    raise UserError(f"{pattern!r} matches no directory")
+  return matches
+
+
+def rows_from_dir(runs_dir: str) -> list[str]:
+  """NAME=WORKDIR[,...] specs for the subdirectories of `runs_dir` (module docstring)."""
+  if not os.path.isdir(runs_dir):
+    raise UserError(f"--runs-dir {runs_dir} is not a directory")
+  specs = []
+  for name in sorted(os.listdir(runs_dir)):
+    path = os.path.join(runs_dir, name)
+    if not os.path.isdir(path):
+      continue
+    if os.path.exists(os.path.join(path, "results.json")):
+      specs.append(f"{name}={path}")
+      continue
+    seeds = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "results.json")))
+    if seeds:
+      specs.append(f"{name}=" + ",".join(seeds))
+  if not specs:
+    raise UserError(f"no results.json under {runs_dir}/<row>/ or {runs_dir}/<row>/<seed>/")
+  return specs
+
+
 def parse_rows(specs: Sequence[str]) -> list[Row]:
   rows = []
   for spec in specs:
     name, sep, dirs = spec.partition("=")
-    workdirs = [d for d in dirs.split(",") if d]
+    workdirs = [w for d in dirs.split(",") if d for w in _expand(d)]
     if not sep or not name or not workdirs:
       raise UserError(f"{spec!r} is not NAME=WORKDIR or NAME=WORKDIR,WORKDIR,...")
     rows.append(Row(name, workdirs))
@@ -225,9 +258,11 @@ def plot(rows: Sequence[Row], keys: Sequence[str], path: str) -> None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs", nargs="+",
+  parser.add_argument("runs", nargs="*",
                       help="NAME=WORKDIR or NAME=WORKDIR,WORKDIR,... (seeds); each with "
                            "results.json")
+  parser.add_argument("--runs-dir", default=None,
+                      help="take every subdirectory as a row: DIR/<row> or DIR/<row>/<seed>")
   parser.add_argument("--dataset", default="synth_cxr")
   parser.add_argument("--all", action="store_true", help="every metric, not only the headline")
   parser.add_argument("--paper", action="store_true", help="the paper's tables, a row per run")
@@ -240,7 +275,10 @@ def main(argv=None) -> int:
                       help="write per-metric bars with intervals across the rows")
   args = parser.parse_args(argv)
   try:
-    rows = parse_rows(args.runs)
+    specs = list(args.runs) + (rows_from_dir(args.runs_dir) if args.runs_dir else [])
+    if not specs:
+      raise UserError("give NAME=WORKDIR rows or --runs-dir DIR")
+    rows = parse_rows(specs)
     if args.paper:
       single = [r for r in rows if len(r.workdirs) == 1]
       print(paper.markdown({r.name: r.results[0] for r in single}))

@@ -171,3 +171,19 @@ def test_results_without_examples_ask_for_a_reevaluation(runs, tmp_path, capsys)
   assert compare_results.main([f"A={runs['a']}", f"OLD={old}", "--dataset=toy",
                                "--no-paired"]) == 0
   json.loads((old / "results.json").read_text())
+
+
+def test_runs_dir_takes_rows_and_seeds_from_the_layout(runs, tmp_path, capsys):
+  layout = tmp_path / "table"
+  (layout / "full").mkdir(parents=True)
+  (layout / "clip").symlink_to(runs["a"])
+  (layout / "full" / "seed0").symlink_to(runs["b"])
+  (layout / "full" / "seed1").symlink_to(runs["b2"])
+  specs = compare_results.rows_from_dir(str(layout))
+  assert specs == [f"clip={layout / 'clip'}",
+                   f"full={layout / 'full' / 'seed0'},{layout / 'full' / 'seed1'}"]
+  assert compare_results.main(["--runs-dir", str(layout), "--baseline", "clip",
+                               "--dataset=toy"]) == 0
+  assert "(2 seeds)" in capsys.readouterr().out
+  rows = compare_results.parse_rows([f"full={layout / 'full'}/seed*"])
+  assert len(rows[0].workdirs) == 2
