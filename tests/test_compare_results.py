@@ -187,3 +187,22 @@ def test_runs_dir_takes_rows_and_seeds_from_the_layout(runs, tmp_path, capsys):
   assert "(2 seeds)" in capsys.readouterr().out
   rows = compare_results.parse_rows([f"full={layout / 'full'}/seed*"])
   assert len(rows[0].workdirs) == 2
+
+
+def test_examples_in_another_order_are_aligned_by_id(runs, tmp_path):
+  shuffled = tmp_path / "shuffled"
+  shuffled.mkdir()
+  (shuffled / "results.json").write_text((runs["b"] / "results.json").read_text())
+  order = np.random.default_rng(3).permutation(N)
+  for (name, dataset), ex in results_lib.read_examples(str(runs["b"])).items():
+    path = results_lib.examples_path(str(shuffled), name, dataset)
+    os.makedirs(os.path.dirname(path))
+    np.savez_compressed(path, **{k: v[order] if v.ndim and v.shape[0] == N and
+                                 k not in ("classes", "ks", "fractions") else v
+                                 for k, v in ex.items()})
+  a = compare_results.Row("A", [str(runs["a"])])
+  direct = compare_results.paired_differences(a, compare_results.Row("B", [str(runs["b"])]))
+  aligned = compare_results.paired_differences(a, compare_results.Row("B", [str(shuffled)]))
+  for key in ("zero_shot/toy/within_image", "adversarial/toy/shuffled_accuracy",
+              "retrieval/toy/recall@1"):
+    assert aligned[key] == direct[key], key
