@@ -7,7 +7,8 @@ split, with the zero-shot evaluation's prompts and classes (config.evals.zero_sh
 
 1. The zero-shot rule (positive minus negative prompt similarity) applied to the image embeddings
    (what the evaluation does) and to the report embeddings (the text tower alone), and the linear
-   probe's test logits (the image features with supervision; from the saved examples): each with
+   probe's test logits (the image features with supervision; from the saved examples when they
+   are of the same step): each with
    within_image, image_mean_share and the mean AUROC of clipmed.evaluators.zero_shot. High on
    reports and low on images: the image side or the image-text alignment loses the findings.
 2. The effective number of dimensions (participation ratio of the covariance eigenvalues) of the
@@ -108,7 +109,8 @@ def main(argv):
       prompt_sets.prompt_logits(context, data.report, prompts, classes), positive, counted,
       askable))
   probe = results.read_examples(workdir).get(("linear_probe", config.data.name))
-  if probe is not None and list(probe["study_ids"]) == list(data.study_ids):
+  if (probe is not None and int(probe["step"]) == step
+      and list(probe["study_ids"]) == list(data.study_ids)):
     probe_classes = [str(c) for c in probe["classes"]]
     if all(c in probe_classes for c in classes):
       scores = probe[f"scores_{probe['fractions'][-1]}"][:, [probe_classes.index(c)
