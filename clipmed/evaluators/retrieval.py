@@ -16,6 +16,8 @@ Each test image ranks all N reports of the split by cosine similarity.
 - "label_precision", "label_recall", "label_f1": the labels of the top-1 report against the query's
   ground-truth labels over the 14 categories, same binary vectors, micro-averaged over queries and
   categories (as the clinical-efficacy metrics of report generation).
+Per-example arrays recorded: ranks (0-based rank of the own report), ks, precision_at_k, tp,
+n_pred, n_true (top-1 label counts), labels.
 """
 
 import numpy as np
@@ -86,6 +88,20 @@ class Retrieval(Evaluator):
   needs_reports = True
   required_fields = ("ks",)
 
+  @staticmethod
+  def statistics(examples):
+    ranks, tp = examples["ranks"], examples["tp"]
+    n_pred, n_true = examples["n_pred"], examples["n_true"]
+
+    def stat_fn(w):
+      out = {f"recall@{k}": metrics.weighted_mean(ranks < k, w) for k in examples["ks"]}
+      out[f"precision@{PRECISION_K}"] = metrics.weighted_mean(examples["precision_at_k"], w)
+      out["label_precision"] = metrics.weighted_ratio(tp, n_pred, w)
+      out["label_recall"] = metrics.weighted_ratio(tp, n_true, w)
+      out["label_f1"] = metrics.weighted_ratio(2 * tp, n_pred + n_true, w)
+      return out
+    return stat_fn
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)
     n = data.num_studies
@@ -93,7 +109,6 @@ class Retrieval(Evaluator):
     groups = text_groups(data.reports)
     ranks = ground_truth_ranks(sims, groups)                            # [N]
     ks = [int(k) for k in self.config.ks]
-    hits = {k: (ranks < k).astype(np.float64) for k in ks}
 
     vec = binary_label_vectors(data.labels, data.class_names)          # [N, K] bool
     kp = min(PRECISION_K, n)
@@ -104,17 +119,11 @@ class Retrieval(Evaluator):
     tp = np.sum(pred & vec, axis=1).astype(np.float64)                  # [N]
     n_pred = pred.sum(axis=1).astype(np.float64)
     n_true = vec.sum(axis=1).astype(np.float64)
-
-    def stat_fn(w):
-      out = {f"recall@{k}": metrics.weighted_mean(hits[k], w) for k in ks}
-      out[f"precision@{PRECISION_K}"] = metrics.weighted_mean(precision_k, w)
-      out["label_precision"] = metrics.weighted_ratio(tp, n_pred, w)
-      out["label_recall"] = metrics.weighted_ratio(tp, n_true, w)
-      out["label_f1"] = metrics.weighted_ratio(2 * tp, n_pred + n_true, w)
-      return out
-
-    results = metrics.bootstrap(stat_fn, n, num_resamples=self.config.num_bootstrap,
-                                seed=ctx.seed)
+    examples = dict(ranks=ranks, ks=np.asarray(ks), precision_at_k=precision_k, tp=tp,
+                    n_pred=n_pred, n_true=n_true, labels=data.labels)
+    ctx.record(self, data, examples)
+    results = metrics.bootstrap(self.statistics(examples), n,
+                                num_resamples=self.config.num_bootstrap, seed=ctx.seed)
     chance = chance_recall(groups, ks, np.random.default_rng(ctx.seed))
     for k in ks:
       results[f"chance@{k}"] = metrics.constant(chance[k])
