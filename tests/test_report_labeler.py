@@ -90,8 +90,35 @@ def test_mention_status(text, expected):
   _check(text, expected)
 
 
+# Lung Lesion follows CheXpert's mention list (nodule, mass, nodular density / opacity /
+# opacification, lump, cavitary lesion, carcinoma, neoplasm, tumor) and its synonyms; the
+# sentences are written for this test, not taken from any dataset.
+@pytest.mark.parametrize("text, expected", [
+    ("Scattered calcified nodules from prior granulomatous disease.", {"Lung Lesion": P}),
+    ("A 9 mm nodular opacification at the left apex.", {"Lung Lesion": P, "Lung Opacity": P}),
+    ("Ill-defined nodular densities in both mid lungs.", {"Lung Lesion": P, "Lung Opacity": P}),
+    ("Spiculated left hilar mass.", {"Lung Lesion": P}),
+    ("Cavitary lesion in the right apex.", {"Lung Lesion": P}),
+    ("Innumerable pulmonary metastases.", {"Lung Lesion": P}),
+    ("Known bronchogenic carcinoma of the right upper lobe.", {"Lung Lesion": P}),
+    ("Right upper lobe tumour.", {"Lung Lesion": P}),
+    ("Rounded opacity may represent a neoplasm.", {"Lung Lesion": U, "Lung Opacity": P}),
+    ("Possible pulmonary nodule.", {"Lung Lesion": U}),
+    ("A mass cannot be excluded.", {"Lung Lesion": U}),
+    ("No suspicious nodules or masses.", {"Lung Lesion": N}),
+])
+def test_lung_lesion_vocabulary(text, expected):
+  _check(text, expected)
+
+
 @pytest.mark.parametrize("text, absent", [
-    ("Scattered calcified nodules from prior granulomatous disease.", ("Lung Lesion",)),
+    ("Calcified granuloma in the left lower lobe.", ("Lung Lesion",)),
+    ("Old granulomatous disease.", ("Lung Lesion",)),
+    ("The cavity in the right apex is smaller.", ("Lung Lesion",)),
+    ("There is no mass effect on the trachea.", ("Lung Lesion",)),
+    ("Soft tissue mass of the neck.", ("Lung Lesion",)),
+    ("Diffuse reticulonodular pattern.", ("Lung Lesion",)),
+    ("Several radiopaque densities over the left chest wall.", ("Lung Opacity",)),
     ("Small pericardial effusion.", ("Pleural Effusion",)),
     ("Compression collapse of the T8 vertebral body.", ("Atelectasis",)),
     ("Soft tissue edema of the chest wall.", ("Edema",)),

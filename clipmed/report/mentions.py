@@ -93,24 +93,30 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Cardiomegaly",
           r"\b(?:normal|top\s+normal)(?:[\s-]+sized?)?\s+(?:size\s+(?:of\s+the\s+)?)?"
           r"(?:heart|cardiac)\b", _NEG),
-    # Lung Lesion.
-    _rule("Lung Lesion", r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?)\b",
-          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$"),
-    _rule("Lung Lesion", r"\bmass(?:es)?\b", before=r"(?:soft\s+tissue|body|bone|muscle)\W+$",
+    # Lung Lesion: CheXpert's mentions (nodule, mass, nodular density / opacity / opacification,
+    # lump, cavitary lesion, carcinoma, neoplasm, tumor) and their synonyms (tumour, malignancy,
+    # metastasis, lung / pulmonary lesion). A calcified nodule is still a nodule; a granuloma on
+    # its own, a cavity or a calcification is not a lesion in CheXpert's sense.
+    _rule("Lung Lesion",
+          r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?|densit(?:y|ies)|"
+          r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b"),
+    _rule("Lung Lesion", r"\bmass(?:es)?\b|\blumps?\b",
+          before=r"(?:soft\s+tissue|body|bone|muscle|breast|neck|abdominal|thyroid)\W+$",
           after=r"^\s+effect"),
     _rule("Lung Lesion",
           r"\b(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar)\s+"
-          r"lesions?\b|\bcavit(?:y|ies|ary\s+lesions?|ation)\b",
+          r"lesions?\b|\bcavit(?:ary|ating)\s+(?:\w+\s+)?(?:nodul\w+|mass\w*)",
           before=r"(?:thoracic|pleural|abdominal|peritoneal|chest|oral|nasal|body|medullary|"
                  r"marrow|joint|glenoid)\W+$"),
-    _rule("Lung Lesion", r"\b(?:neoplasms?|tumou?rs?|malignanc(?:y|ies)|metasta(?:sis|ses|tic))\b"),
+    _rule("Lung Lesion", r"\b(?:neoplasms?|neoplastic|tumou?rs?|malignan(?:cy|cies|t)|"
+          r"carcinomas?|cancers?|metasta(?:sis|ses|tic))\b"),
     # Lung Opacity.
     _rule("Lung Opacity", r"\bopaci(?:ty|ties|fication|fications|fied)\b",
           before=r"calci(?:fied|fic)\W+(?:\w+\W+)?$"),
     _rule("Lung Opacity", r"\binfiltrat(?:e|es|ion|ions|ive)\b"),
     _rule("Lung Opacity", r"\bair[\s-]?space\s+(?:disease|process|opacit\w+|filling|shadowing)"),
     _rule("Lung Opacity", r"\bdensit(?:y|ies)\b",
-          before=r"(?:bone|bony|osseous|tubular|metallic|soft\s+tissue|mineral|radio-?opaque|"
+          before=r"(?:bone|bony|osseous|tubular|metallic|soft\s+tissue|mineral|radio-?o?paque|"
                  r"breast)\W+(?:\w+\W+)?$|\bbone\s+densit",
           after=r"^\W+(?:\w+\W+){0,3}?(?:over(?:lying)?|projecting|projected|in\s+the\s+region)\s+"
                 r"(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,4}?(?:heart|mediastinum|ribs?|spine|clavicles?|"
@@ -205,8 +211,9 @@ RULES: tuple[MentionRule, ...] = (
 
 # Words that can start a mention: a cheap pre-filter so sentences without any are skipped.
 _TRIGGER_RE = re.compile(
-    r"cardi|heart|mediastin|nodul|mass|lesion|cavit|neoplas|tumo|malig|metast|opac|infiltr|"
-    r"air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|edema|conges|failure|"
+    r"cardi|heart|mediastin|nodul|mass|lump|lesion|cavit|neoplas|tumo|malig|metast|carcinom|"
+    r"cancer|opac|infiltr|air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|"
+    r"edema|conges|failure|"
     r"chf|overload|cephaliz|kerley|vascul|vessel|consolid|pneumo|infect|atelect|collaps|ptx|"
     r"pleura|effusion|fluid|fibrothorax|capping|fractur|fx|tube|line|cath|picc|port|pace|"
     r"aicd|icd|defib|recorder|generator|stimulat|lead|wire|clip|sutur|staple|stent|graft|"
