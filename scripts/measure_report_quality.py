@@ -89,7 +89,14 @@ def label_f1(pred: np.ndarray, reference: np.ndarray) -> dict[str, tuple[int, in
 
 
 def macro_f1(scores: dict[str, tuple[int, int, int, float]]) -> float:
-  return float(np.mean([scores[n][3] for n in MACRO_CATEGORIES]))
+  """Mean F1 over the MACRO_CATEGORIES that either side finds (all eight on Open-i)."""
+  found = [scores[n][3] for n in MACRO_CATEGORIES if sum(scores[n][:3])]
+  return float(np.mean(found)) if found else float("nan")
+
+
+def _f1_text(score: tuple[int, int, int, float], width: int) -> str:
+  """The F1, or "-" when neither side finds the category."""
+  return f"{score[3]:{width}.3f}" if sum(score[:3]) else f"{'-':>{width}s}"
 
 
 def _same(a: float, b: float) -> bool:
@@ -129,7 +136,7 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str]) -> No
     tp, fp, fn, _ = scores["all"][name]
     mark = "*" if name in MACRO_CATEGORIES else " "
     print(f" {mark}{name:28s} {tp + fn:6d} {tp:5d} {fp:5d} {fn:5d} "
-          + " ".join(f"{scores[k][name][3]:7.3f}" for k in masks))
+          + " ".join(_f1_text(scores[k][name], 7) for k in masks))
   print(f"  macro F1, 8 starred categories: "
         + ", ".join(f"{k} {macro_f1(scores[k]):.3f}" for k in masks))
 
@@ -224,12 +231,15 @@ def read_chexpert_plus(data_dir: str) -> LabeledReports:
                     "download chexbert_labels from the CheXpert Plus page")
   header, rows = listing.read_csv(path)
   listing.require_columns(path, header, chexpert_plus.COLUMNS)
-  texts = {}
+  # One report per study (its images share it), keyed by the study's first labelled image.
+  texts, studies = {}, set()
   for row in rows:
     key = chexpert_builder.image_key(row["path_to_image"].strip().replace("\\", "/"))
     findings, impression = chexpert_plus._report(row)  # pylint: disable=protected-access
-    if key and (findings or impression):
+    study = key.rsplit("/", 1)[0]
+    if key in labels and study not in studies and (findings or impression):
       texts[key] = sections.join_fields(findings, impression)
+      studies.add(study)
   return LabeledReports(texts, {"chexbert": labels})
 
 
@@ -265,10 +275,13 @@ def measure_dataset(dataset: str, data_dir: str) -> None:
     rows = agreement_table(pred, reference)
     for name, n_ref, n_pred, f1, same in rows:
       mark = "*" if name in MACRO_CATEGORIES else " "
-      print(f" {mark}{name:28s} {n_ref:10d} {n_pred:9d} {f1:6.3f} {100 * same:10.1f}%")
-    print(f"  macro F1, 8 starred categories: "
-          f"{np.mean([r[3] for r in rows if r[0] in MACRO_CATEGORIES]):.3f}")
-    print("  (+ = positive or uncertain; same status = identical 1 / 0 / -1 / blank)")
+      shown = f"{f1:6.3f}" if n_ref + n_pred else f"{'-':>6s}"
+      print(f" {mark}{name:28s} {n_ref:10d} {n_pred:9d} {shown} {100 * same:10.1f}%")
+    scored = [r[3] for r in rows if r[0] in MACRO_CATEGORIES and r[1] + r[2]]
+    print(f"  macro F1, the {len(scored)} starred categories either side finds: "
+          f"{np.mean(scored) if scored else float('nan'):.3f}")
+    print("  (+ = positive or uncertain; same status = identical 1 / 0 / -1 / blank; F1 '-' "
+          "when neither finds the category)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
