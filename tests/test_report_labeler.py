@@ -85,6 +85,12 @@ def _check(text: str, expected: dict[str, float], absent: tuple[str, ...] = ()):
     ("The mediastinal contours are normal.", {"Enlarged Cardiomediastinum": N}),
     ("Heart size and pulmonary vascular engorgement appear within limits of normal.",
      {"Cardiomegaly": N, "Edema": N}),
+    # Normal and enlarged offered as alternatives: uncertain, whichever comes first.
+    ("Heart size is normal or slightly enlarged.", {"Cardiomegaly": U}),
+    ("The heart is mildly enlarged or at the upper limits of normal.", {"Cardiomegaly": U}),
+    ("The mediastinum is normal or minimally widened.", {"Enlarged Cardiomediastinum": U}),
+    ("Heart size is normal. No effusion or pneumothorax.",
+     {"Cardiomegaly": N, "Pleural Effusion": N, "Pneumothorax": N}),
 ])
 def test_mention_status(text, expected):
   _check(text, expected)
@@ -94,7 +100,7 @@ def test_mention_status(text, expected):
 # opacification, lump, cavitary lesion, carcinoma, neoplasm, tumor) and its synonyms; the
 # sentences are written for this test, not taken from any dataset.
 @pytest.mark.parametrize("text, expected", [
-    ("Scattered calcified nodules from prior granulomatous disease.", {"Lung Lesion": P}),
+    ("Dense 8 mm right lower lobe nodule.", {"Lung Lesion": P}),
     ("A 9 mm nodular opacification at the left apex.", {"Lung Lesion": P, "Lung Opacity": P}),
     ("Ill-defined nodular densities in both mid lungs.", {"Lung Lesion": P, "Lung Opacity": P}),
     ("Spiculated left hilar mass.", {"Lung Lesion": P}),
@@ -112,6 +118,7 @@ def test_lung_lesion_vocabulary(text, expected):
 
 
 @pytest.mark.parametrize("text, absent", [
+    ("Scattered calcified nodules from prior granulomatous disease.", ("Lung Lesion",)),
     ("Calcified granuloma in the left lower lobe.", ("Lung Lesion",)),
     ("Old granulomatous disease.", ("Lung Lesion",)),
     ("The cavity in the right apex is smaller.", ("Lung Lesion",)),

@@ -67,6 +67,12 @@ def sentence_mentions(sentence: str) -> list[Mention]:
     if status is None:
       status = negation.mention_status(text, start, end)
     found.append(Mention(rule.category, start, end, status))
+  # A hedge rule ("normal or mildly enlarged") makes the mentions it contains uncertain.
+  hedges = [m for m in found if m.status == chexpert.UNCERTAIN]
+  if hedges:
+    found = [dataclasses.replace(m, status=chexpert.UNCERTAIN)
+             if any(h.category == m.category and h.start <= m.start and m.end <= h.end
+                    for h in hedges) else m for m in found]
   # Findings offered as alternatives are uncertain unless negated.
   for a, b in zip(found, found[1:]):
     if b.start >= a.end and _ALTERNATIVE_RE.match(text[a.end:b.start]):

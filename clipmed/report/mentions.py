@@ -41,6 +41,11 @@ _POS_GAP = _gap(5, r"normal|unremarkable|limits|but|however|although|which|while
                 r"without|no")
 _NEG_GAP = _gap(7, r"enlarged|enlargement|increased|prominent|widened|but|however|although|"
                 r"which|while|whereas|borderline")
+# "normal or mildly enlarged", "enlarged or at the upper limits of normal": an organ's size offered
+# as alternatives is uncertain (a hedge rule: it overrides the mentions it contains).
+_NORMAL_OR_ENLARGED = (
+    r"(?:" + _NEG_GAP + _NORMAL + r"\s*,?\s+or\s+(?:\w+\s+)?" + _ENLARGED + r"|" + _POS_GAP
+    + _ENLARGED + r"\s*,?\s+or\s+(?:\w+\s+){0,2}?(?:at\s+)?(?:the\s+)?" + _NORMAL + r")\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +55,9 @@ class MentionRule:
   Attributes:
     category: CheXpert category index.
     pattern: compiled regex over lower-cased text.
-    status: fixed status (0.0 for statements of normality) or None to read the cues.
+    status: fixed status (0.0 for statements of normality, -1.0 for hedges that offer normal and
+      abnormal as alternatives, which override the category's mentions inside them) or None to
+      read the cues.
     exclude_before: regex searched in the 40 characters before the match; a hit rules it out.
     exclude_after: regex searched in the 40 characters after the match; a hit rules it out.
   """
@@ -69,6 +76,7 @@ def _rule(category: str, pattern: str, status: float | None = None, before: str 
 
 
 _NEG = chexpert.NEGATIVE
+_UNC = chexpert.UNCERTAIN
 _DEVICE_BEFORE_EXCLUDE = r"(?:breast|nipple|dental|teeth|tooth)\W+(?:\w+\W+)?$"
 
 RULES: tuple[MentionRule, ...] = (
@@ -81,6 +89,7 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Enlarged Cardiomediastinum",
           r"\bnormal\s+(?:size\s+(?:and\s+)?)?(?:cardio[\s-]?mediastinal|mediastinal)\s+"
           r"(?:silhouette|contours?|size|width)", _NEG),
+    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _NORMAL_OR_ENLARGED, _UNC),
     # Cardiomegaly.
     _rule("Cardiomegaly", r"\bcardiomegaly\b|\bcardiac\s+enlargement\b|\bmegacardia\b"),
     _rule("Cardiomegaly",
@@ -93,13 +102,15 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Cardiomegaly",
           r"\b(?:normal|top\s+normal)(?:[\s-]+sized?)?\s+(?:size\s+(?:of\s+the\s+)?)?"
           r"(?:heart|cardiac)\b", _NEG),
+    _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _NORMAL_OR_ENLARGED, _UNC),
     # Lung Lesion: CheXpert's mentions (nodule, mass, nodular density / opacity / opacification,
     # lump, cavitary lesion, carcinoma, neoplasm, tumor) and their synonyms (tumour, malignancy,
-    # metastasis, lung / pulmonary lesion). A calcified nodule is still a nodule; a granuloma on
-    # its own, a cavity or a calcification is not a lesion in CheXpert's sense.
+    # metastasis, lung / pulmonary lesion). As in CheXpert, a calcified nodule is not a lesion
+    # (it is a granuloma), nor is a granuloma, a cavity or a calcification on its own.
     _rule("Lung Lesion",
           r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?|densit(?:y|ies)|"
-          r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b"),
+          r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b",
+          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$"),
     _rule("Lung Lesion", r"\bmass(?:es)?\b|\blumps?\b",
           before=r"(?:soft\s+tissue|body|bone|muscle|breast|neck|abdominal|thyroid)\W+$",
           after=r"^\s+effect"),
