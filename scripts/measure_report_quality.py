@@ -1,8 +1,8 @@
 """Measures clipmed's rule labeler and hard negatives on real reports.
 
     python scripts/measure_report_quality.py --openi /path/to/openi_dev.csv
-    python scripts/measure_report_quality.py --dataset mimic_cxr --data_dir /data/mimic-cxr-jpg/2.1.0
-    python scripts/measure_report_quality.py --dataset chexpert_plus --data_dir /data/chexpert_plus
+    python scripts/measure_report_quality.py --dataset mimic_cxr --data_dir /data/mimic-cxr-jpg
+    python scripts/measure_report_quality.py --dataset chexpert_plus --data_dir /data/chexplus
 
 --openi: a CSV with columns uid, findings, impression and the 14 CheXpert categories (1 where a
 MeSH code maps to the category, blank otherwise; blank means "not coded", not negative). Prints:
@@ -14,6 +14,10 @@ MeSH code maps to the category, blank otherwise; blank means "not coded", not ne
     that fail a check (re-labelled: the chosen entity negative in r^n and not mentioned in r^r,
     every other category (No Finding aside) unchanged; r^r not empty; r^n not equal to r);
   * speed: reports per second of the labeler on one core (CPU time of this process).
+With --chexbert chexbert.pth --vocab bert-base-uncased/ (the optional CheXbert labeler) it also
+prints CheXbert's F1 against MeSH and its per-category agreement with the rules; with --radgraph
+(the optional `radgraph` package and its model) the agreement of the rule graphs with RadGraph's
+nodes, per node type.
 
 --dataset mimic_cxr | chexpert_plus with --data_dir (the download, laid out as the builders in
 input_pipeline/builders expect it): labels each study's FINDINGS + IMPRESSION with clipmed's rules
@@ -25,6 +29,7 @@ The data stays outside the repository; pass its path.
 """
 
 import argparse
+from collections import Counter
 import csv
 import dataclasses
 import hashlib
@@ -123,12 +128,13 @@ def triplet_problem(row: dict[str, str]) -> str:
   return ""
 
 
-def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str]) -> None:
+def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str],
+                    who: str = "Labels") -> None:
   masks = {"develop": np.array([h == "develop" for h in halves]),
            "held-out": np.array([h == "held-out" for h in halves]),
            "all": np.ones(len(halves), bool)}
   scores = {k: label_f1(pred[m], mesh[m]) for k, m in masks.items()}
-  print(f"Labels: F1 of positive-or-uncertain vs MeSH positives; develop {masks['develop'].sum()}"
+  print(f"{who}: F1 of positive-or-uncertain vs MeSH positives; develop {masks['develop'].sum()}"
         f", held-out {masks['held-out'].sum()}, all {len(halves)} reports")
   print(f"  {'category':28s} {'MeSH+':>6s} {'tp':>5s} {'fp':>5s} {'fn':>5s} "
         f"{'F1 dev':>7s} {'F1 held':>7s} {'F1 all':>7s}")
@@ -141,7 +147,8 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str]) -> No
         + ", ".join(f"{k} {macro_f1(scores[k]):.3f}" for k in masks))
 
 
-def measure_openi(path: str, seed: int, examples: int) -> None:
+def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vocab: str = "",
+                  chexbert_heads: int = 12, radgraph: bool = False) -> None:
   uids, texts, mesh = _read_openi(path)
   # Speed: CPU time of this (single-threaded) process, best of three passes, so that other
   # processes on a shared machine count against the labeler as little as possible.
@@ -150,7 +157,23 @@ def measure_openi(path: str, seed: int, examples: int) -> None:
     start = time.process_time()
     pred = labeler.label_reports(texts)
     elapsed = min(elapsed, time.process_time() - start)
-  _print_f1_table(pred, mesh, [split_half(u) for u in uids])
+  halves = [split_half(u) for u in uids]
+  _print_f1_table(pred, mesh, halves)
+  if chexbert:
+    from clipmed.report import chexbert_labeler  # heavy imports only when asked for
+    other = chexbert_labeler.CheXbertLabeler.from_checkpoint(
+        chexbert, vocab, num_heads=chexbert_heads).label(texts)
+    _print_f1_table(other, mesh, halves, who="CheXbert")
+    _print_agreement("CheXbert labels", "rules", agreement_table(pred, other))
+  if radgraph:
+    from clipmed.report import graph as graph_lib
+    from clipmed.report import radgraph_adapter
+    theirs = radgraph_adapter.RadGraphExtractor()(texts)
+    ours = [graph_lib.extract_graph(t) for t in texts]
+    print(f"Graphs: rule nodes vs RadGraph nodes (same words and type), {len(texts)} reports")
+    print(f"  {'node type':10s} {'RadGraph':>9s} {'rules':>7s} {'both':>6s} {'F1':>6s}")
+    for kind, (n_theirs, n_ours, both, f1) in compare_graph_nodes(ours, theirs).items():
+      print(f"  {kind:10s} {n_theirs:9d} {n_ours:7d} {both:6d} {f1:6.3f}")
 
   abnormal = [hard_negatives.is_abnormal(p) for p in pred]
   start = time.process_time()
@@ -270,18 +293,38 @@ def measure_dataset(dataset: str, data_dir: str) -> None:
     pred = labeler.label_reports([data.reports[k] for k in keys])
     reference = np.stack([labels[k] for k in keys])
     print(f"{dataset}: clipmed's rules vs the shipped {source} labels, {len(keys)} reports")
-    print(f"  {'category':28s} {source + '+':>10s} {'clipmed+':>9s} {'F1':>6s} "
-          f"{'same status':>11s}")
-    rows = agreement_table(pred, reference)
-    for name, n_ref, n_pred, f1, same in rows:
-      mark = "*" if name in MACRO_CATEGORIES else " "
-      shown = f"{f1:6.3f}" if n_ref + n_pred else f"{'-':>6s}"
-      print(f" {mark}{name:28s} {n_ref:10d} {n_pred:9d} {shown} {100 * same:10.1f}%")
-    scored = [r[3] for r in rows if r[0] in MACRO_CATEGORIES and r[1] + r[2]]
-    print(f"  macro F1, the {len(scored)} starred categories either side finds: "
-          f"{np.mean(scored) if scored else float('nan'):.3f}")
-    print("  (+ = positive or uncertain; same status = identical 1 / 0 / -1 / blank; F1 '-' "
-          "when neither finds the category)")
+    _print_agreement(source, "clipmed", agreement_table(pred, reference))
+
+
+def _print_agreement(reference: str, predicted: str, rows: list[tuple]) -> None:
+  """Prints agreement_table rows."""
+  print(f"  {'category':28s} {reference + '+':>16s} {predicted + '+':>9s} {'F1':>6s} "
+        f"{'same status':>11s}")
+  for name, n_ref, n_pred, f1, same in rows:
+    mark = "*" if name in MACRO_CATEGORIES else " "
+    shown = f"{f1:6.3f}" if n_ref + n_pred else f"{'-':>6s}"
+    print(f" {mark}{name:28s} {n_ref:16d} {n_pred:9d} {shown} {100 * same:10.1f}%")
+  scored = [r[3] for r in rows if r[0] in MACRO_CATEGORIES and r[1] + r[2]]
+  print(f"  macro F1, the {len(scored)} starred categories either side finds: "
+        f"{np.mean(scored) if scored else float('nan'):.3f}")
+  print("  (+ = positive or uncertain; same status = identical 1 / 0 / -1 / blank; F1 '-' "
+        "when neither finds the category)")
+
+
+def compare_graph_nodes(ours: Sequence, theirs: Sequence
+                        ) -> dict[str, tuple[int, int, int, float]]:
+  """Per node type: (their nodes, our nodes, in both, F1) over all reports, a node being its
+  lower-cased words and type (each report's nodes as a multiset)."""
+  out = {}
+  for kind in ("ANAT-DP", "OBS-DP", "OBS-U", "OBS-DA"):
+    n_ours = n_theirs = both = 0
+    for a, b in zip(ours, theirs):
+      mine = Counter(" ".join(t.lower().split()) for t, k in a.nodes if k == kind)
+      other = Counter(" ".join(t.lower().split()) for t, k in b.nodes if k == kind)
+      n_ours, n_theirs = n_ours + sum(mine.values()), n_theirs + sum(other.values())
+      both += sum((mine & other).values())
+    out[kind] = (n_theirs, n_ours, both, 2 * both / max(1, n_ours + n_theirs))
+  return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -292,12 +335,24 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--data_dir", default="", help="the dataset's download folder")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--examples", type=int, default=0, help="print this many triplets")
+  parser.add_argument("--chexbert", default="",
+                      help="with --openi: also run CheXbert from this chexbert.pth")
+  parser.add_argument("--vocab", default="",
+                      help="bert-base-uncased vocab.txt or tokenizer folder for --chexbert")
+  parser.add_argument("--chexbert_heads", type=int, default=12,
+                      help="attention heads of the CheXbert checkpoint (12 for BERT-base)")
+  parser.add_argument("--radgraph", action="store_true",
+                      help="with --openi: also compare the rule graphs with RadGraph's")
   args = parser.parse_args(argv)
   try:
     if bool(args.openi) == bool(args.dataset):
       raise UserError("pass either --openi CSV or --dataset NAME --data_dir DIR")
+    if args.chexbert and not args.vocab:
+      raise UserError("--chexbert needs --vocab (bert-base-uncased's vocab.txt or folder)")
     if args.openi:
-      measure_openi(args.openi, args.seed, args.examples)
+      measure_openi(args.openi, args.seed, args.examples, chexbert=args.chexbert,
+                    vocab=args.vocab, chexbert_heads=args.chexbert_heads,
+                    radgraph=args.radgraph)
     else:
       if not args.data_dir:
         raise UserError(f"--dataset {args.dataset} needs --data_dir (the download folder)")

@@ -103,3 +103,20 @@ def test_bad_arguments_are_one_line_errors(args, message):
   result = _run(*args)
   assert result.returncode == 2
   assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compare_graph_nodes_counts_words_and_type():
+  from clipmed.report import graph as graph_lib
+  from clipmed.report import radgraph_adapter
+  theirs = radgraph_adapter.annotations_to_graph({"entities": {
+      "1": {"tokens": "effusion", "label": "OBS-DP", "start_ix": 2, "relations": []},
+      "2": {"tokens": "pneumothorax", "label": "Observation::definitely absent", "start_ix": 5,
+            "relations": []},
+      "3": {"tokens": "left", "label": "ANAT-DP", "start_ix": 1, "relations": []}}})
+  ours = graph_lib.ReportGraph(nodes=[("Effusion", "OBS-DP"), ("pneumothorax", "OBS-U"),
+                                      ("left", "ANAT-DP"), ("lung", "ANAT-DP")], edges=[])
+  table = mrq.compare_graph_nodes([ours], [theirs])
+  assert table["OBS-DP"] == (1, 1, 1, 1.0)
+  assert table["OBS-DA"] == (1, 0, 0, 0.0)
+  assert table["OBS-U"] == (0, 1, 0, 0.0)
+  assert table["ANAT-DP"] == (1, 2, 1, pytest.approx(2 / 3))
