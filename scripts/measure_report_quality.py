@@ -143,7 +143,7 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str],
     mark = "*" if name in MACRO_CATEGORIES else " "
     print(f" {mark}{name:28s} {tp + fn:6d} {tp:5d} {fp:5d} {fn:5d} "
           + " ".join(_f1_text(scores[k][name], 7) for k in masks))
-  print(f"  macro F1, 8 starred categories: "
+  print("  macro F1, 8 starred categories: "
         + ", ".join(f"{k} {macro_f1(scores[k]):.3f}" for k in masks))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from clipmed.report import chexpert
 from clipmed.report import clean
+from clipmed.report import graph as graph_lib
 from clipmed.report import labeler
 from clipmed.report import sentences as sentences_lib
 
@@ -134,20 +135,35 @@ def _remove_entity(sentences: list[str], mentioned: list[set[int]], labels: np.n
   return kept
 
 
-# Words a finding's name carries on its left ("small left pleural effusion") and the connectors
-# that tie it to the rest of the sentence ("X or Y", "X with Y", "Y and X"); both go with it.
-_MODIFIER_RE = re.compile(
-    r"(?:\b(?:xxxx|a|an|the|small|large|tiny|minimal|mild|mildly|moderate|moderately|severe|"
-    r"trace|subtle|focal|patchy|streaky|linear|bandlike|plate-?like|subsegmental|left|right|"
-    r"bilateral|bibasilar|basilar|basal|apical|lower|upper|middle|lobe|lung|base|sized?|pleural|"
-    r"persistent|new|increased|decreased|early|adjacent|associated|"
-    r"\d+(?:\.\d+)?\s*(?:mm|cm))\s+)+$")
+# Words a finding's name carries on its left ("small left pleural effusion": the report graph's
+# anatomy and modifier words, articles, sizes) go with it, and so does one connector that ties it
+# to the rest of the sentence ("X or Y", "X with Y", "Y and X").
+_LEFT_WORDS = graph_lib.DESCRIPTIVE_WORDS | frozenset(
+    "a an the xxxx sized size new persistent adjacent associated early mm cm".split())
+_SIZE_RE = re.compile(r"\d+(?:\.\d+)?(?:mm|cm)?")
 _RIGHT_LINK_RE = re.compile(r"^\s*(?:,\s*)?(?:and/or|or|versus|vs\.?|and|/|with)\s+")
 _LEFT_LINK_RE = re.compile(r"\s*(?:,\s*)?(?:and/or|or|versus|vs\.?|and|/|with)\s*$|\s*,\s*$")
 _LEADING_LINK_RE = re.compile(r"^\W*(?:(?:and|or|with|versus|vs|as\s+well\s+as)\b\W*)*")
 _TRAILING_LINK_RE = re.compile(
     r"(?:\W*\b(?:and|or|with|versus|vs|of|in|at|to|by|is|are|was|were|which|that|possible|"
     r"possibly|probable|likely)\b)+\W*$")
+
+
+def _modifiers_start(text: str, start: int) -> int:
+  """Where the run of _LEFT_WORDS (and "x to y" ranges of them) ending at `start` begins."""
+  tokens = list(re.finditer(r"\S+", text[:start]))
+  left = start
+  for k in range(len(tokens) - 1, -1, -1):
+    word = tokens[k].group(0).lower()
+    if word.endswith((",", ";", ":")):
+      break
+    ranged = (word == "to" and k > 0 and left < start
+              and tokens[k - 1].group(0).lower() in _LEFT_WORDS)
+    if word in _LEFT_WORDS or _SIZE_RE.fullmatch(word) or ranged:
+      left = tokens[k].start()
+    else:
+      break
+  return left
 
 
 def _trim_mentions(sentence: str, entity: int) -> str:
@@ -161,8 +177,7 @@ def _trim_mentions(sentence: str, entity: int) -> str:
   spans = [(m.start, m.end) for m in labeler.sentence_mentions(sentence) if m.category == entity]
   text = sentence
   for start, end in sorted(spans, reverse=True):
-    modifiers = _MODIFIER_RE.search(text[:start].lower())
-    left = modifiers.start() if modifiers else start
+    left = _modifiers_start(text, start)
     right = _RIGHT_LINK_RE.match(text[end:])
     if right:
       end += right.end()
