@@ -120,7 +120,7 @@ RULES: tuple[MentionRule, ...] = (
           before=r"(?:thoracic|pleural|abdominal|peritoneal|chest|oral|nasal|body|medullary|"
                  r"marrow|joint|glenoid)\W+$"),
     _rule("Lung Lesion", r"\b(?:neoplasms?|neoplastic|tumou?rs?|malignan(?:cy|cies|t)|"
-          r"carcinomas?|cancers?|metasta(?:sis|ses|tic))\b"),
+          r"carcinomas?|metasta(?:sis|ses|tic))\b"),
     # Lung Opacity.
     _rule("Lung Opacity", r"\bopaci(?:ty|ties|fication|fications|fied)\b",
           before=r"calci(?:fied|fic)\W+(?:\w+\W+)?$"),
@@ -223,7 +223,7 @@ RULES: tuple[MentionRule, ...] = (
 # Words that can start a mention: a cheap pre-filter so sentences without any are skipped.
 _TRIGGER_RE = re.compile(
     r"cardi|heart|mediastin|nodul|mass|lump|lesion|cavit|neoplas|tumo|malig|metast|carcinom|"
-    r"cancer|opac|infiltr|air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|"
+    r"opac|infiltr|air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|"
     r"edema|conges|failure|"
     r"chf|overload|cephaliz|kerley|vascul|vessel|consolid|pneumo|infect|atelect|collaps|ptx|"
     r"pleura|effusion|fluid|fibrothorax|capping|fractur|fx|tube|line|cath|picc|port|pace|"
