@@ -72,3 +72,22 @@ def test_bad_policy_in_config_is_a_config_error():
     transforms.check_data_config(data)
   data.uncertain_as = "zeros"
   transforms.check_data_config(data)
+
+
+@pytest.mark.parametrize("policy, want", [("ones", P), ("zeros", N), ("ignore", U)])
+def test_dataset_evaluation_labels_get_the_config_policy(policy, want):
+  # The hook every evaluator's labels come through (input_pipeline.datasets.Dataset).
+  from input_pipeline import datasets  # pylint: disable=import-outside-toplevel
+  # pipeline.without_image_decoding reads tfds.core.data_sources.base, which tfds imports lazily
+  # (a real dataset's TFDS source has imported it by then; this list source has not).
+  import tensorflow_datasets.core.data_sources.base  # noqa: F401  pylint: disable=unused-import
+  rows = [{"study_id": "s0", "report": "Possible cardiomegaly.", "labels": ONLY_UNCERTAIN},
+          {"study_id": "s1", "report": "Cardiomegaly. Possible effusion.", "labels": MIXED}]
+  data = common.base_config().data
+  data.uncertain_as = policy
+  dataset = datasets.Dataset(name="toy", data_config=data, source=lambda split: rows,
+                             tokenizer=None, class_names=chexpert.CATEGORIES, splits=("test",),
+                             has_reports=True)
+  labels = dataset.split_metadata("test")["labels"]
+  assert (labels[0, CM], labels[1, PE]) == (want, want)
+  assert labels[1, CM] == P
