@@ -5,7 +5,10 @@
     python scripts/measure_report_quality.py --dataset chexpert_plus --data_dir /data/chexplus
 
 --openi: a CSV with columns uid, findings, impression and the 14 CheXpert categories (1 where a
-MeSH code maps to the category, blank otherwise; blank means "not coded", not negative). Prints:
+MeSH code maps to the category, blank otherwise; blank means "not coded", not negative); with a
+mesh column, a Lung Lesion that comes only from calcified nodules is dropped
+(calcified_nodule_correction: the reference's own rule that a calcified granuloma is not a lung
+lesion, CheXpert's "calcified nodul" unmention). Prints:
   * labels: per-category F1 of "positive or uncertain" against the MeSH positives, and the macro
     F1 over the eight categories the acceptance criterion names, on the develop half, the
     held-out half and the whole file. The halves are fixed by a hash of the uid (split_half), so
@@ -60,8 +63,13 @@ def split_half(uid: str) -> str:
   return HALVES[hashlib.sha256(uid.strip().encode("utf-8")).digest()[-1] % 2]
 
 
-def _read_openi(path: str) -> tuple[list[str], list[str], np.ndarray]:
-  """(uids, report texts, MeSH positives float32 [N, 14]) of the --openi CSV."""
+def _read_openi(path: str, correct: bool = True
+                ) -> tuple[list[str], list[str], np.ndarray, int]:
+  """(uids, report texts, MeSH positives float32 [N, 14], reports corrected) of the --openi CSV.
+
+  The positives are the CSV's, with calcified_nodule_correction applied to each row when
+  `correct`.
+  """
   try:
     with open(path, newline="", encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
@@ -76,7 +84,51 @@ def _read_openi(path: str) -> tuple[list[str], list[str], np.ndarray]:
   texts = [sections.join_fields(r["findings"], r["impression"]) for r in rows]
   mesh = np.array([[1.0 if r[c].strip() in ("1", "1.0") else 0.0 for c in chexpert.CATEGORIES]
                    for r in rows], dtype=np.float32)
-  return [r["uid"] for r in rows], texts, mesh
+  corrected = 0
+  for i, r in enumerate(rows if correct else ()):
+    row = calcified_nodule_correction(r.get("mesh", ""), mesh[i])
+    corrected += int((row != mesh[i]).any())
+    mesh[i] = row
+  return [r["uid"] for r in rows], texts, mesh, corrected
+
+
+# MeSH headings of a calcified lesion: a Nodule coded at the same site as one of these is a
+# calcified nodule (a calcified granuloma), which the reference's own definition and CheXpert's
+# unmention list ("calcified nodul") keep out of Lung Lesion.
+_CALCIFIED_HEADINGS = ("Calcified Granuloma", "Calcinosis")
+
+
+def calcified_nodule_correction(mesh_codes: str, positives: np.ndarray) -> np.ndarray:
+  """The reference row with Lung Lesion removed when its only lesion codes are calcified nodules.
+
+  MeSH codes are "Heading/qualifier/...". Lung Lesion comes from Nodule and Mass codes; a Nodule
+  whose qualifiers (site, size, number) equal those of a Calcified Granuloma or Calcinosis code
+  in the same report is one calcified nodule coded twice (e.g. "calcified nodule representing a
+  granuloma" -> Nodule/lung/lower lobe/left; Calcinosis/lung/lower lobe/left). When every
+  Nodule / Mass code of a report is such a nodule, Lung Lesion is not coded after all, and No
+  Finding follows CheXpert's rule again (1 when nothing but Support Devices is left).
+
+  Args:
+    mesh_codes: the report's MeSH codes, ";"-separated.
+    positives: float32 [14], 1.0 where the CSV maps a code to the category.
+
+  Returns:
+    float32 [14], a corrected copy.
+  """
+  codes = [tuple(c.strip().split("/")) for c in mesh_codes.split(";") if c.strip()]
+  lesions = [c for c in codes if c[0] in ("Nodule", "Mass")]
+  calcified_sites = {c[1:] for c in codes if c[0] in _CALCIFIED_HEADINGS}
+  out = positives.copy()
+  lesion = chexpert.INDEX["Lung Lesion"]
+  if out[lesion] != 1.0 or not lesions:
+    return out
+  if all(c[0] == "Nodule" and c[1:] in calcified_sites for c in lesions):
+    out[lesion] = 0.0
+    others = [i for i in range(chexpert.NUM_CATEGORIES)
+              if i not in (chexpert.NO_FINDING, chexpert.SUPPORT_DEVICES)]
+    if not out[others].any():
+      out[chexpert.NO_FINDING] = 1.0
+  return out
 
 
 def label_f1(pred: np.ndarray, reference: np.ndarray) -> dict[str, tuple[int, int, int, float]]:
@@ -148,8 +200,9 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str],
 
 
 def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vocab: str = "",
-                  chexbert_heads: int = 12, radgraph: bool = False) -> None:
-  uids, texts, mesh = _read_openi(path)
+                  chexbert_heads: int = 12, radgraph: bool = False,
+                  raw_reference: bool = False) -> None:
+  uids, texts, mesh, corrected = _read_openi(path, correct=not raw_reference)
   # Speed: CPU time of this (single-threaded) process, best of three passes, so that other
   # processes on a shared machine count against the labeler as little as possible.
   elapsed = float("inf")
@@ -158,6 +211,8 @@ def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vo
     pred = labeler.label_reports(texts)
     elapsed = min(elapsed, time.process_time() - start)
   halves = [split_half(u) for u in uids]
+  print(f"Reference: {corrected} reports whose only Nodule codes are calcified nodules (coded at "
+        "the site of a Calcified Granuloma / Calcinosis code) count without Lung Lesion")
   _print_f1_table(pred, mesh, halves)
   if chexbert:
     from clipmed.report import chexbert_labeler  # heavy imports only when asked for
@@ -341,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="bert-base-uncased vocab.txt or tokenizer folder for --chexbert")
   parser.add_argument("--chexbert_heads", type=int, default=12,
                       help="attention heads of the CheXbert checkpoint (12 for BERT-base)")
+  parser.add_argument("--raw_reference", action="store_true",
+                      help="with --openi: score against the CSV's categories as they are, "
+                           "without calcified_nodule_correction")
   parser.add_argument("--radgraph", action="store_true",
                       help="with --openi: also compare the rule graphs with RadGraph's")
   args = parser.parse_args(argv)
@@ -352,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.openi:
       measure_openi(args.openi, args.seed, args.examples, chexbert=args.chexbert,
                     vocab=args.vocab, chexbert_heads=args.chexbert_heads,
-                    radgraph=args.radgraph)
+                    radgraph=args.radgraph, raw_reference=args.raw_reference)
     else:
       if not args.data_dir:
         raise UserError(f"--dataset {args.dataset} needs --data_dir (the download folder)")

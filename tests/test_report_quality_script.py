@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from clipmed.report import chexpert
@@ -79,11 +80,12 @@ def test_openi_mode_on_a_small_csv(tmp_path):
     writer = csv.writer(f)
     writer.writerow(["uid", "findings", "impression", "mesh", *chexpert.CATEGORIES])
     for uid, findings, impression, labels in rows:
-      writer.writerow([uid, findings, impression, ""]
-                      + [labels.get(c, "") for c in chexpert.CATEGORIES])
+      writer.writerow([uid, findings, impression, "Mass/lung/upper lobe/right" if uid == "1"
+                       else ""] + [labels.get(c, "") for c in chexpert.CATEGORIES])
   result = _run("--openi", str(path))
   assert result.returncode == 0, result.stderr
   assert "all 4 reports" in result.stdout
+  assert "Reference: 0 reports" in result.stdout
   for name in ("No Finding", "Cardiomegaly", "Lung Lesion", "Pleural Effusion"):
     assert re.search(name + r" +\d+ +\d+ +0 +0 .* 1\.000\n", result.stdout), name
   assert re.search(r"Fracture +0 +0 +0 +0 +- +- +-\n", result.stdout)
@@ -91,6 +93,34 @@ def test_openi_mode_on_a_small_csv(tmp_path):
   # The report about a mass alone gets no triplet: its r^r would be empty.
   assert "abnormal reports (labeler): 2; with a triplet: 1 (50.0%)" in result.stdout
   assert "triplets failing a check: 0/1" in result.stdout
+
+
+def _positives(*names: str):
+  row = np.zeros(chexpert.NUM_CATEGORIES, np.float32)
+  for name in names:
+    row[chexpert.INDEX[name]] = 1.0
+  return row
+
+
+@pytest.mark.parametrize("codes, before, after", [
+    # One calcified nodule coded twice: no Lung Lesion, and No Finding by CheXpert's rule.
+    ("Nodule/lung/base/right/small;Calcified Granuloma/lung/base/right/small",
+     ("Lung Lesion",), ("No Finding",)),
+    ("Nodule/lung/apex/left;Calcinosis/lung/apex/left;Catheters, Indwelling",
+     ("Lung Lesion", "Support Devices"), ("No Finding", "Support Devices")),
+    ("Nodule/lung/apex/left;Calcinosis/lung/apex/left;Cardiomegaly/mild",
+     ("Lung Lesion", "Cardiomegaly"), ("Cardiomegaly",)),
+    # A nodule elsewhere, a mass, or an uncalcified granuloma stays a lesion.
+    ("Nodule/lung/apex/left;Calcified Granuloma/lung/base/right", ("Lung Lesion",),
+     ("Lung Lesion",)),
+    ("Nodule/lung/apex/left;Calcinosis/lung/apex/left;Mass/lung/hilum/right",
+     ("Lung Lesion",), ("Lung Lesion",)),
+    ("Nodule/lung/lingula;Granuloma/lung/lingula", ("Lung Lesion",), ("Lung Lesion",)),
+    ("", ("Lung Lesion",), ("Lung Lesion",)),
+])
+def test_calcified_nodule_correction(codes, before, after):
+  got = mrq.calcified_nodule_correction(codes, _positives(*before))
+  np.testing.assert_array_equal(got, _positives(*after))
 
 
 @pytest.mark.parametrize("args, message", [
