@@ -140,6 +140,55 @@ def test_context_exclusions(text, absent):
   _check(text, {}, absent)
 
 
+# A nodule its clause (or the next sentence, pointing back) names a calcified granuloma is a
+# calcified nodule: out of Lung Lesion (CheXpert's unmention "calcified nodul"); its Lung Opacity
+# mention stays, as in CheXpert. Naming a different finding, or an uncalcified granuloma, does not.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("A 5 mm nodule at the right base, probably a calcified granuloma.", {}, ("Lung Lesion",)),
+    ("Nodular density over the left apex, XXXX an old calcified granuloma.",
+     {"Lung Opacity": P}, ("Lung Lesion",)),
+    ("Tiny nodules in both upper lobes are consistent with calcified healed granulomas.", {},
+     ("Lung Lesion",)),
+    ("Two small nodules in the lingula. These are likely calcified granulomas.", {},
+     ("Lung Lesion",)),
+    ("Right upper lobe nodule. It most likely represents a calcified granuloma.", {},
+     ("Lung Lesion",)),
+    ("New 12 mm nodule in the right upper lobe and a calcified granuloma at the left base.",
+     {"Lung Lesion": P}, ()),
+    ("Right upper lobe nodule, possibly a granuloma.", {"Lung Lesion": P}, ()),
+    ("Left lower lobe nodule. A calcified granuloma is again seen in the right apex.",
+     {"Lung Lesion": P}, ()),
+])
+def test_nodule_named_calcified_granuloma(text, expected, absent):
+  _check(text, expected, absent)
+
+
+# A density placed outside the lungs is not a Lung Opacity.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("Faint 4 mm density on the lateral view, probably within the pyriform sinus.", {},
+     ("Lung Opacity",)),
+    ("Rounded density seen in the region of the upper abdomen.", {}, ("Lung Opacity",)),
+    ("Patchy density in the right lower lobe.", {"Lung Opacity": P}, ()),
+])
+def test_extrapulmonary_density(text, expected, absent):
+  _check(text, expected, absent)
+
+
+# Combined reports: the sections of other examinations ("Left hip.", "2. Lumbar spine.") are not
+# read; a chest heading resumes reading.
+def test_combined_report_reads_only_the_chest_examination():
+  report = ("Chest. Heart size is normal. The lungs are clear. Right hip. A total hip "
+            "arthroplasty is in place. There is an old fracture of the greater trochanter. "
+            "CHEST. No pleural effusion.")
+  _check(report, {"No Finding": P, "Pleural Effusion": N}, ("Support Devices", "Fracture"))
+  _check("1. Chest. Healing left rib fracture. 2. Lumbar spine. Compression fracture of L2.",
+         {"Fracture": P})
+  _check("1. Chest. No acute disease. 2. Lumbar spine. Compression fracture of L2.",
+         {"No Finding": P}, ("Fracture",))
+  # A sentence that merely names the chest is not a heading that hides anything.
+  _check("Normal chest. Small left effusion.", {"Pleural Effusion": P})
+
+
 def test_aggregation_positive_beats_uncertain_beats_negative():
   _check("No effusion on the right. Possible small left effusion.", {"Pleural Effusion": U})
   _check("Possible effusion. Small left effusion.", {"Pleural Effusion": P})

@@ -59,25 +59,42 @@ class MentionRule:
       abnormal as alternatives, which override the category's mentions inside them) or None to
       read the cues.
     exclude_before: regex searched in the 40 characters before the match; a hit rules it out.
-    exclude_after: regex searched in the 40 characters after the match; a hit rules it out.
+    exclude_after: regex searched in the `after_chars` characters after the match; a hit rules
+      it out.
+    after_chars: how far exclude_after looks (40 characters unless a rule needs its clause).
   """
   category: int
   pattern: re.Pattern
   status: float | None = None
   exclude_before: re.Pattern | None = None
   exclude_after: re.Pattern | None = None
+  after_chars: int = 40
 
 
 def _rule(category: str, pattern: str, status: float | None = None, before: str | None = None,
-          after: str | None = None) -> MentionRule:
+          after: str | None = None, after_chars: int = 40) -> MentionRule:
   return MentionRule(chexpert.INDEX[category], re.compile(pattern),
                      status, re.compile(before) if before else None,
-                     re.compile(after) if after else None)
+                     re.compile(after) if after else None, after_chars)
 
 
 _NEG = chexpert.NEGATIVE
 _UNC = chexpert.UNCERTAIN
 _DEVICE_BEFORE_EXCLUDE = r"(?:breast|nipple|dental|teeth|tooth)\W+(?:\w+\W+)?$"
+# A nodule or nodular density that its own clause names a calcified granuloma ("nodular density
+# in the left base, likely a calcified granuloma") is a calcified nodule, which CheXpert's unmention
+# list ("calcified nodul") keeps out of Lung Lesion (its Lung Opacity mention, "density", stays, as
+# in CheXpert). The naming word may be an identity verb or hedge, an appositive comma, or a
+# de-identified word (XXXX) standing for one.
+_NAMED_CALCIFIED_GRANULOMA = (
+    r"^[^;.]*?(?:\b(?:represent\w*|reflect\w*|likely|probabl[ey]|consistent\s+with|"
+    r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|is|are|xxxx)|,)\s+"
+    r"(?:(?:an?|old|small|tiny|healed|benign|\w+ly)\s+)*calcified\s+(?:\w+\s+)?granulom")
+# Places outside the lungs where a density may lie ("density possibly within the piriform sinus").
+_EXTRAPULMONARY_PLACE = (r"^[^;.]*?\b(?:in|within)\s+(?:one\s+of\s+|the\s+region\s+of\s+)?"
+                         r"(?:the\s+)?(?:\w+\s+)?"
+                         r"(?:pi?y?riform\s+sinus\w*|trachea|esophag\w+|stomach|abdomen|neck|"
+                         r"axilla\w*)\b")
 
 RULES: tuple[MentionRule, ...] = (
     # Enlarged Cardiomediastinum.
@@ -110,7 +127,8 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Lung Lesion",
           r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?|densit(?:y|ies)|"
           r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b",
-          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$"),
+          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$",
+          after=_NAMED_CALCIFIED_GRANULOMA, after_chars=120),
     _rule("Lung Lesion", r"\bmass(?:es)?\b|\blumps?\b",
           before=r"(?:soft\s+tissue|body|bone|muscle|breast|neck|abdominal|thyroid)\W+$",
           after=r"^\s+effect"),
@@ -131,7 +149,8 @@ RULES: tuple[MentionRule, ...] = (
                  r"breast)\W+(?:\w+\W+)?$|\bbone\s+densit",
           after=r"^\W+(?:\w+\W+){0,3}?(?:over(?:lying)?|projecting|projected|in\s+the\s+region)\s+"
                 r"(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,4}?(?:heart|mediastinum|ribs?|spine|clavicles?|"
-                r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b"),
+                r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b|"
+                + _EXTRAPULMONARY_PLACE, after_chars=120),
     _rule("Lung Opacity", r"\bscar(?:s|ring|red)?\b",
           before=r"pleura\w*\W+(?:\w+\W+){0,2}$",
           after=r"^\s+(?:of|in|along|involving)\s+(?:the\s+)?(?:\w+\s+)?pleura"),
@@ -256,8 +275,24 @@ def _by_category() -> tuple[tuple[re.Pattern, tuple[MentionRule, ...]], ...]:
 _GROUPS = _by_category()
 
 
-def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
+# A sentence that names what the previous one described ("These likely represent calcified
+# granulomas."): its words count as the previous sentence's after-context for exclusions.
+_NAMING_FOLLOWER_RE = re.compile(r"^\W*(?:this|these|it|they|both|which)\b")
+
+
+def names_previous(sentence_lc: str) -> bool:
+  """True when a lower-cased sentence starts by pointing back ("this", "these", "it", ...)."""
+  return _NAMING_FOLLOWER_RE.match(sentence_lc) is not None
+
+
+def find_rule_matches(sentence_lc: str, following: str = ""
+                      ) -> list[tuple[MentionRule, int, int]]:
   """All rule matches in a lower-cased sentence, after context exclusions.
+
+  Args:
+    sentence_lc: the lower-cased sentence.
+    following: a lower-cased next sentence that points back at this one (names_previous), read
+      as a continuation of this sentence's clause by the after-context exclusions only.
 
   Returns:
     (rule, start, end) tuples in order of start.
@@ -265,6 +300,7 @@ def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
   out = []
   if not may_mention(sentence_lc):
     return out
+  after_text = f"{sentence_lc.rstrip(' .')}, {following}" if following else sentence_lc
   for group_pattern, rules in _GROUPS:
     if group_pattern.search(sentence_lc) is None:
       continue
@@ -275,7 +311,7 @@ def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
             sentence_lc, max(0, start - 40), start):
           continue
         if rule.exclude_after is not None and rule.exclude_after.search(
-            sentence_lc[end:end + 40]):
+            after_text[end:end + rule.after_chars]):
           continue
         out.append((rule, start, end))
   out.sort(key=lambda t: (t[1], t[2]))
