@@ -174,6 +174,22 @@ def test_extrapulmonary_density(text, expected, absent):
   _check(text, expected, absent)
 
 
+# Pleural scarring is not a Lung Opacity (CheXpert's unmention "pleural scar"), also when a clause
+# says what a pleural finding is; scarring in another clause, or next to it, still is.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("Right apical pleural thickening, probably old scarring.", {"Pleural Other": P},
+     ("Lung Opacity",)),
+    ("The pleural thickening along the left lateral chest wall is likely scarring.",
+     {"Pleural Other": P}, ("Lung Opacity",)),
+    ("Pleural thickening at the right apex and there is scarring in the left base.",
+     {"Pleural Other": P, "Lung Opacity": P}, ()),
+    ("Pleural thickening with adjacent parenchymal scarring in the lingula.",
+     {"Pleural Other": P, "Lung Opacity": P}, ()),
+])
+def test_pleural_scarring(text, expected, absent):
+  _check(text, expected, absent)
+
+
 # Combined reports: the sections of other examinations ("Left hip.", "2. Lumbar spine.") are not
 # read; a chest heading resumes reading.
 def test_combined_report_reads_only_the_chest_examination():

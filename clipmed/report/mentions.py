@@ -58,10 +58,12 @@ class MentionRule:
     status: fixed status (0.0 for statements of normality, -1.0 for hedges that offer normal and
       abnormal as alternatives, which override the category's mentions inside them) or None to
       read the cues.
-    exclude_before: regex searched in the 40 characters before the match; a hit rules it out.
+    exclude_before: regex searched in the `before_chars` characters before the match; a hit
+      rules it out.
     exclude_after: regex searched in the `after_chars` characters after the match; a hit rules
       it out.
     after_chars: how far exclude_after looks (40 characters unless a rule needs its clause).
+    before_chars: how far exclude_before looks (40 characters unless a rule needs its clause).
   """
   category: int
   pattern: re.Pattern
@@ -69,13 +71,15 @@ class MentionRule:
   exclude_before: re.Pattern | None = None
   exclude_after: re.Pattern | None = None
   after_chars: int = 40
+  before_chars: int = 40
 
 
 def _rule(category: str, pattern: str, status: float | None = None, before: str | None = None,
-          after: str | None = None, after_chars: int = 40) -> MentionRule:
+          after: str | None = None, after_chars: int = 40, before_chars: int = 40
+          ) -> MentionRule:
   return MentionRule(chexpert.INDEX[category], re.compile(pattern),
                      status, re.compile(before) if before else None,
-                     re.compile(after) if after else None, after_chars)
+                     re.compile(after) if after else None, after_chars, before_chars)
 
 
 _NEG = chexpert.NEGATIVE
@@ -151,8 +155,14 @@ RULES: tuple[MentionRule, ...] = (
                 r"(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,4}?(?:heart|mediastinum|ribs?|spine|clavicles?|"
                 r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b|"
                 + _EXTRAPULMONARY_PLACE, after_chars=120),
+    # Pleural scarring is not a lung opacity (CheXpert's unmention "pleural scar"), also when the
+    # clause says what a pleural finding is ("pleural thickening at the apex is likely scarring").
     _rule("Lung Opacity", r"\bscar(?:s|ring|red)?\b",
-          before=r"pleura\w*\W+(?:\w+\W+){0,2}$",
+          before=r"pleura\w*\W+(?:\w+\W+){0,2}$|\bpleura\w*\s+(?:thickening|reaction|changes?|"
+                 r"densit\w+|opacit\w+)\b(?:(?!\b(?:and|there|with|while|but)\b)[^;.])*?\b"
+                 r"(?:is|are|likely|probably|represents?|representing|reflects?|consistent\s+with|"
+                 r"compatible\s+with|suggestive\s+of|xxxx)\s+(?:\w+\s+)?$",
+          before_chars=100,
           after=r"^\s+(?:of|in|along|involving)\s+(?:the\s+)?(?:\w+\s+)?pleura"),
     _rule("Lung Opacity", r"\bfibro(?:sis|tic)\b", before=r"pleura\w*\W+(?:\w+\W+)?$"),
     _rule("Lung Opacity",
@@ -308,7 +318,7 @@ def find_rule_matches(sentence_lc: str, following: str = ""
       for m in rule.pattern.finditer(sentence_lc):
         start, end = m.start(), m.end()
         if rule.exclude_before is not None and rule.exclude_before.search(
-            sentence_lc, max(0, start - 40), start):
+            sentence_lc, max(0, start - rule.before_chars), start):
           continue
         if rule.exclude_after is not None and rule.exclude_after.search(
             after_text[end:end + rule.after_chars]):
