@@ -16,6 +16,8 @@ Each test image ranks all N reports of the split by cosine similarity.
 - "label_precision", "label_recall", "label_f1": the labels of the top-1 report against the query's
   ground-truth labels over the 14 categories, same binary vectors, micro-averaged over queries and
   categories (as the clinical-efficacy metrics of report generation).
+Under U-Ignore (config.data.uncertain_as="ignore") an uncertain label of the query or of the
+retrieved report leaves that category out of both comparisons.
 Per-example arrays recorded: ranks (0-based rank of the own report), ks, precision_at_k, tp,
 n_pred, n_true (top-1 label counts), labels.
 """
@@ -111,14 +113,18 @@ class Retrieval(Evaluator):
     ks = [int(k) for k in self.config.ks]
 
     vec = binary_label_vectors(data.labels, data.class_names)          # [N, K] bool
+    # An uncertain label still here is U-Ignore's (config.data.uncertain_as="ignore"; the other
+    # policies resolved it before evaluation): that cell is compared with nothing.
+    known = np.asarray(data.labels) != chexpert.UNCERTAIN               # [N, K]
     kp = min(PRECISION_K, n)
     top = np.argsort(-sims, axis=1, kind="stable")[:, :kp]              # [N, kp]
-    same = np.all(vec[top] == vec[:, None, :], axis=-1)                 # [N, kp]
-    precision_k = same.mean(axis=1)                                     # [N]
+    agree = (vec[top] == vec[:, None, :]) | ~known[top] | ~known[:, None, :]
+    precision_k = np.all(agree, axis=-1).mean(axis=1)                   # [N]
     pred = vec[top[:, 0]]                                               # [N, K] top-1 labels
-    tp = np.sum(pred & vec, axis=1).astype(np.float64)                  # [N]
-    n_pred = pred.sum(axis=1).astype(np.float64)
-    n_true = vec.sum(axis=1).astype(np.float64)
+    scored = known & known[top[:, 0]]                                   # [N, K]
+    tp = np.sum(pred & vec & scored, axis=1).astype(np.float64)         # [N]
+    n_pred = np.sum(pred & scored, axis=1).astype(np.float64)
+    n_true = np.sum(vec & scored, axis=1).astype(np.float64)
     examples = dict(ranks=ranks, ks=np.asarray(ks), precision_at_k=precision_k, tp=tp,
                     n_pred=n_pred, n_true=n_true, labels=data.labels)
     ctx.record(self, data, examples)
