@@ -17,7 +17,8 @@ import flax.linen as nn
 
 import input_pipeline
 from clipmed import batch as batch_lib
-from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, train_step
+from clipmed import checkpointing, errors, evaluators, losses, preflight, sharding
+from clipmed import state as state_lib, step_builder, train_step
 from clipmed.errors import ConfigError, NonFiniteError
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
@@ -49,29 +50,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   state_lib.check_optimizer_config(config.optimizer, config.num_train_steps)
   sharding.logical_rules(config.mesh)
   evaluators.check_evals_config(config.evals)
+  train_step.check_grad_accum_steps(config.grad_accum_steps, int(config.batch_size),
+                                    sharding.data_parallel_size(config.mesh))
+  if float(config.preflight.device_memory_gb) < 0:
+    raise ConfigError(f"config.preflight.device_memory_gb={config.preflight.device_memory_gb} "
+                      "must be >= 0 (0: the device's own memory)")
 
 
 @dataclasses.dataclass
-class Setup:
-  """What training and evaluation share: mesh, data, model, loss, optimiser, initial state."""
-  mesh: Any
-  rules: tuple[tuple[str, str | None], ...]  # logical -> mesh axis rules
-  data_axes: tuple[str, ...]
-  batch_sharding: Any
+class Setup(step_builder.StepParts):
+  """What training and evaluation share: the step's parts (mesh, model, loss, optimiser, state
+  shardings; clipmed/step_builder.py), the data and the initial state."""
   dataset: input_pipeline.Dataset
-  batch_spec: batch_lib.BatchSpec
-  loss_spec: losses.LossSpec
-  model: Any
-  schedule: Any
   state: state_lib.TrainState  # freshly initialised (or restored later)
-  state_shardings: Any
   data_seed: int
   train_rng: jax.Array
-
-  def make_loss_fn(self):
-    """(model outputs, batch) -> (loss, terms), sharded over the batch axes of the mesh."""
-    return functools.partial(losses.sharded_clinic_loss, spec=self.loss_spec, mesh=self.mesh,
-                             data_axes=self.data_axes)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -83,11 +76,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   pretrained weights of config.model.*.init are neither needed nor loaded.
   """
   validate_config(config)
-  loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
-  mesh = sharding.create_mesh(config.mesh)
-  rules = sharding.logical_rules(config.mesh)
-  logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(),
-               jax.process_count())
 
   root = jax.random.key(config.seed)
   init_rng, data_rng, train_rng = jax.random.split(root, 3)
@@ -103,27 +91,19 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     checkpointing.check_run_tokenizer(
         workdir, dataset.tokenizer, input_pipeline.tokenizer_fingerprint(dataset.tokenizer),
         save=training and jax.process_index() == 0)
-  model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
-  schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
-  tx = state_lib.create_optimizer(config.optimizer, schedule)
-  batch_spec = batch_lib.BatchSpec.from_config(config, num_classes=len(dataset.class_names))
-  dummy = batch_spec.zeros(1)
-
-  def init_params(key):
-    return model.init({"params": key, "dropout": key}, dummy, train=False)["params"]
-
+  parts = step_builder.build_step_parts(config, vocab_size=len(dataset.tokenizer),
+                                        num_classes=len(dataset.class_names), init_rng=init_rng)
+  logging.info("Mesh %s over %d devices (%d processes).", dict(parts.mesh.shape),
+               jax.device_count(), jax.process_count())
   load_pretrained = None
   if training and (config.model.image.init or config.model.text.init):
     load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
   state, state_shardings = state_lib.create_sharded_state(
-      init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
-  logging.info("Model has %.2fM parameters.", num_params / 1e6)
-  return Setup(mesh=mesh, rules=rules, data_axes=sharding.data_axes(config.mesh),
-               batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
-               batch_spec=batch_spec, loss_spec=loss_spec, model=model, schedule=schedule,
-               state=state, state_shardings=state_shardings, data_seed=data_seed,
-               train_rng=train_rng)
+      parts.init_params, parts.tx, init_rng, parts.mesh, parts.rules,
+      params_transform=load_pretrained)
+  logging.info("Model has %.2fM parameters.", step_builder.num_parameters(parts) / 1e6)
+  return Setup(**{f.name: getattr(parts, f.name) for f in dataclasses.fields(parts)},
+               dataset=dataset, state=state, data_seed=data_seed, train_rng=train_rng)
 
 
 def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runner:
@@ -238,12 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Resumed from the checkpoint at step %d in %s.", step, ckpt.directory)
   initial_step = int(state.step)
 
-  p_train_step = jax.jit(
-      functools.partial(train_step.train_step, model=s.model, loss_fn=s.make_loss_fn(),
-                        schedule=s.schedule),
-      in_shardings=(state_shardings, s.batch_sharding, None),
-      out_shardings=(state_shardings, None, None),
-      donate_argnums=(0,))
+  p_train_step, compiled_cost = _compile_and_check(config, s)
   runner = make_runner(config, s)
   embedder = make_embedder(config, s)
   report_progress = periodic_actions.ReportProgress(
@@ -258,7 +233,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for step in range(initial_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
-        state, metrics, info = p_train_step(state, batch, train_rng)
+        try:  # block on the step so that an out-of-memory error is reported here
+          state, metrics, info = jax.block_until_ready(p_train_step(state, batch, train_rng))
+        except jax.errors.JaxRuntimeError as e:
+          if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+          raise _out_of_memory(config, s, compiled_cost, step, ckpt, e) from None
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       if term_sums is None:
         term_sums = jax.tree.map(jnp.zeros_like, info["terms"])
@@ -301,6 +281,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.flush()
   ckpt.close()
   return results
+
+
+def _compile_and_check(config: ml_collections.ConfigDict,
+                       s: Setup) -> tuple[Any, preflight.StepCost]:
+  """The train step compiled for config.batch_size and its cost, after the memory preflight (see
+  clipmed/preflight.py), which raises ResourceError with advice when it cannot fit."""
+  compiled = s.compile_train_step(int(config.batch_size))
+  cost = preflight.step_cost(s, compiled, int(config.batch_size))
+  logging.info("Train step: %s.", cost.line())
+  if config.preflight.enabled:
+    logging.info("Preflight: %s.", preflight.check(config, cost, _cost_fn(s)))
+  return compiled, cost
+
+
+def _cost_fn(s: Setup) -> preflight.CostFn:
+  return preflight.make_cost_fn(vocab_size=len(s.dataset.tokenizer),
+                                num_classes=len(s.dataset.class_names))
+
+
+def _out_of_memory(config, s: Setup, cost: preflight.StepCost, step: int,
+                   ckpt: checkpointing.Checkpointer, error: Exception) -> errors.ResourceError:
+  """The one-line report of a step that ran out of device memory; nothing more is saved."""
+  ckpt.close()  # the checkpoints on disk stay as they were
+  steps = ckpt.all_steps()
+  last = f"the last checkpoint is step {steps[-1]}" if steps else "there is no checkpoint yet"
+  detail = str(error).splitlines()[0][:200]
+  budget, _ = preflight.device_memory(config.preflight)
+  if cost.needed_bytes > budget:  # the preflight's advice (it was skipped)
+    fixes = "; ".join(preflight.advice(config, cost, budget, _cost_fn(s)))
+  else:
+    fixes = (f"XLA's estimate ({preflight.size(cost.needed_bytes)} per device) fits the "
+             f"device's {preflight.size(budget)}, so the memory went elsewhere (another "
+             "process on the device?); lower batch_size or raise grad_accum_steps")
+  return errors.ResourceError(
+      f"out of device memory at step {step} (batch_size {config.batch_size}): {detail}. "
+      f"{last} in {ckpt.directory}, untouched. Options: {fixes}")
 
 
 def _train_scalars(train_metrics: train_step.TrainMetrics,

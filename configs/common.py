@@ -141,6 +141,14 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   config.batch_size = 64  # global, over all processes and devices
+  # Split each step's global batch into this many micro-batches (activations of batch_size /
+  # grad_accum_steps rows at a time); the loss and its soft labels still see the global batch
+  # (clipmed/train_step.py), so the step computes the same update, about a third slower.
+  config.grad_accum_steps = 1
+  # Before the first step, the compiled step's memory per device is compared with the device's
+  # (memory_stats() on GPU/TPU, available RAM on CPU); a run that cannot fit stops with the
+  # changes that would fit. device_memory_gb > 0 replaces the detected memory per device.
+  config.preflight = ml_collections.ConfigDict(dict(enabled=True, device_memory_gb=0.0))
   config.num_train_steps = 1000
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200

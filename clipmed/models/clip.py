@@ -33,10 +33,13 @@ IMAGE_ENCODERS = ("swin",)
 
 
 def compute_dtype(model_config: ml_collections.ConfigDict) -> Any:
+  """config.model.dtype as a dtype; "auto" is bfloat16 on GPU/TPU and float32 on CPU (where
+  bfloat16 matmuls are slow), with float32 parameters either way."""
+  if model_config.dtype == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
   if model_config.dtype not in DTYPES:
     raise errors.ConfigError(f"config.model.dtype={model_config.dtype!r} is not supported; use "
-                             "one of "
-                             f"{sorted(DTYPES)}.")
+                             f"\"auto\" or one of {sorted(DTYPES)}.")
   return DTYPES[model_config.dtype]
 
 
