@@ -233,16 +233,21 @@ def shape_facts(config: ml_collections.ConfigDict) -> tuple[int, int, str]:
 
 
 def measure_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a float32 [size, size] matmul on the first device (best of `repeats`)."""
-  a = jax.device_put(jnp.ones((size, size), jnp.float32) / size, jax.devices()[0])
-  matmul = jax.jit(lambda x: x @ x)
+  """FLOP/s of float32 [size, size] matmuls, one per device at once, summed over the devices
+  (best of `repeats`). Forced host devices share the machine's cores, so this is the machine's
+  peak, not one core's times the device count."""
+  devices = jax.devices()
+  mesh = jax.make_mesh((len(devices),), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+  a = jax.device_put(jnp.ones((len(devices), size, size), jnp.float32) / size, sharding)
+  matmul = jax.jit(lambda x: jnp.einsum("bij,bjk->bik", x, x))
   jax.block_until_ready(matmul(a))
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(matmul(a))
     best = min(best, time.perf_counter() - start)
-  return 2.0 * size ** 3 / best
+  return 2.0 * size ** 3 * len(devices) / best
 
 
 def dry_run(config: ml_collections.ConfigDict, *, mfu: float, peak_tflops: float | None,
@@ -259,10 +264,10 @@ def dry_run(config: ml_collections.ConfigDict, *, mfu: float, peak_tflops: float
   cost = cost_fn(config, int(config.batch_size))
   compile_s = time.perf_counter() - start
   if peak_tflops:
-    peak, peak_source = peak_tflops * 1e12, "--peak_tflops"
+    peak, peak_source = peak_tflops * 1e12 * cost.devices, "--peak_tflops x devices"
   else:
-    peak, peak_source = measure_peak_flops(), "float32 matmul measured on this device"
-  step_s = cost.flops / (peak * cost.devices * mfu)
+    peak, peak_source = measure_peak_flops(), "float32 matmul measured on all devices"
+  step_s = cost.flops / (peak * mfu)
   device = jax.devices()[0]
   lines = [
       f"devices: {cost.devices} x {device.platform} ({device.device_kind})",
@@ -274,7 +279,7 @@ def dry_run(config: ml_collections.ConfigDict, *, mfu: float, peak_tflops: float
       f"activation_bytes_per_device: {cost.activation_bytes}",
       f"batch_bytes_per_device: {cost.batch_bytes}",
       f"needed_bytes_per_device: {cost.needed_bytes}",
-      f"peak_flops_per_device: {peak:.4g} ({peak_source})",
+      f"peak_flops: {peak:.4g} ({peak_source})",
       f"estimated_step_s: {step_s:.3g} at MFU {mfu}",
       f"compile_s: {compile_s:.1f}",
   ]

@@ -105,8 +105,12 @@ def base_config() -> ml_collections.ConfigDict:
       embed_dim=128,
       logit_scale_init=math.log(1 / 0.07),
       logit_scale_max=100.0,
-      dtype="float32",  # compute dtype; parameters stay float32
+      dtype="float32",  # compute dtype ("auto": bfloat16 on GPU/TPU); parameters stay float32
       remat=False,      # rematerialise each transformer block in the backward pass
+      # What a rematerialised block keeps: "nothing_saveable" (least memory), "dots_saveable"
+      # (matmul outputs: less recomputation) or "dots_with_no_batch_dims_saveable" (weight
+      # matmuls only; attention is recomputed).
+      remat_policy="nothing_saveable",
       projection="linear",
       image=dict(name="swin", patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, drop_path_rate=0.1,
