@@ -114,3 +114,11 @@ def test_unknown_remat_policy_is_a_config_error(tiny_data_dir):
   config.model.remat_policy = "everything"
   with pytest.raises(errors.ConfigError, match="remat_policy"):
     train.validate_config(config)
+
+
+def test_relative_position_bias_by_one_hot_equals_the_gather():
+  from clipmed.models import swin  # pylint: disable=g-import-not-at-top
+  table = np.random.default_rng(0).standard_normal((13 ** 2, 5)).astype(np.float32)
+  gathered = np.transpose(table[swin.relative_position_index(7)], (2, 0, 1))
+  one_hot = jnp.einsum("qkt,th->hqk", swin.relative_position_one_hot(7), table)
+  np.testing.assert_array_equal(np.asarray(one_hot), gathered)
