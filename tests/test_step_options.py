@@ -42,9 +42,9 @@ def _grads(s, batch, k):
   return loss, terms, grads
 
 
-@pytest.mark.parametrize("k", [2, 4])
-def test_accumulation_gives_the_global_batch_loss_and_gradient(full_method, k):
+def test_accumulation_gives_the_global_batch_loss_and_gradient(full_method):
   _, s, batch = full_method
+  k = 4
   loss, terms, grads = _grads(s, batch, 1)
   loss_k, terms_k, grads_k = _grads(s, batch, k)
   np.testing.assert_allclose(float(loss_k), float(loss), rtol=1e-5)
@@ -66,12 +66,12 @@ def test_accumulation_gives_the_global_batch_loss_and_gradient(full_method, k):
 def test_an_accumulated_step_matches_the_plain_step(full_method):
   config, s, batch = full_method
   results = {}
-  for k in (1, 2):
+  for k in (1, 2):  # 2 here, 4 above
     config_k = config.copy_and_resolve_references()
     config_k.grad_accum_steps = k
     parts = step_builder.build_step_parts(config_k, vocab_size=len(s.dataset.tokenizer),
                                           num_classes=len(s.dataset.class_names))
-    state = jax.tree.map(jnp.copy, s.state)
+    state = jax.tree.map(jnp.copy, s.state).replace(tx=parts.tx)  # donated below
     compiled = parts.compile_train_step(config.batch_size)  # the path training takes
     _, metrics, info = compiled(state, batch, s.train_rng)
     results[k] = metrics.compute(), info
@@ -88,8 +88,7 @@ def test_grad_accum_steps_must_divide_the_batch(tiny_data_dir):
     train.validate_config(config)
 
 
-@pytest.mark.parametrize("policy", ["nothing_saveable", "dots_saveable",
-                                    "dots_with_no_batch_dims_saveable"])
+@pytest.mark.parametrize("policy", ["dots_saveable", "dots_with_no_batch_dims_saveable"])
 def test_remat_policies_give_the_same_gradients(full_method, policy):
   config, s, batch = full_method
   loss, _, grads = _grads(s, batch, 1)
@@ -115,10 +114,3 @@ def test_unknown_remat_policy_is_a_config_error(tiny_data_dir):
   with pytest.raises(errors.ConfigError, match="remat_policy"):
     train.validate_config(config)
 
-
-def test_relative_position_bias_by_one_hot_equals_the_gather():
-  from clipmed.models import swin  # pylint: disable=g-import-not-at-top
-  table = np.random.default_rng(0).standard_normal((13 ** 2, 5)).astype(np.float32)
-  gathered = np.transpose(table[swin.relative_position_index(7)], (2, 0, 1))
-  one_hot = jnp.einsum("qkt,th->hqk", swin.relative_position_one_hot(7), table)
-  np.testing.assert_array_equal(np.asarray(one_hot), gathered)

@@ -55,17 +55,6 @@ def relative_position_index(window: int) -> np.ndarray:
   return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
 
 
-def relative_position_one_hot(window: int) -> np.ndarray:
-  """relative_position_index as one-hot rows: float32 [w*w, w*w, (2w-1)^2].
-
-  The bias is then a small matmul with the table instead of a gather, whose gradient would be a
-  scatter-add (slow on CPU, non-deterministic on GPU); each output sums exactly one non-zero
-  product, so the values are the gather's exactly.
-  """
-  size = (2 * window - 1) ** 2
-  return np.eye(size, dtype=np.float32)[relative_position_index(window)]
-
-
 def window_partition(x: jax.Array, window: int) -> jax.Array:
   """[B, H, W, C] -> [B * nW, window*window, C] with windows in row-major order."""
   b, h, w, c = x.shape
@@ -132,7 +121,8 @@ class WindowAttention(nn.Module):
         nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                      (sharding.RELPOS, sharding.HEADS)),
         ((2 * self.window - 1) ** 2, self.num_heads), jnp.float32)
-    bias = jnp.einsum("qkt,th->hqk", relative_position_one_hot(self.window), table)  # [h, N, N]
+    index = relative_position_index(self.window)  # [N, N]
+    bias = jnp.transpose(table[index], (2, 0, 1))  # [h, N, N]
 
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim ** -0.5
     scores = scores + bias[None]
