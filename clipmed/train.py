@@ -16,7 +16,6 @@ from clu import metric_writers, periodic_actions
 import flax.linen as nn
 
 import input_pipeline
-from clipmed import batch as batch_lib
 from clipmed import checkpointing, errors, evaluators, losses, preflight, sharding
 from clipmed import state as state_lib, step_builder, train_step
 from clipmed.errors import ConfigError, NonFiniteError
@@ -204,7 +203,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   s = setup(config, workdir)
-  mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
+  mesh, state = s.mesh, s.state
   writer.write_hparams(_flat_hparams(config))
 
   mixture = input_pipeline.datasets.mixture_sources(config.data, s.dataset)

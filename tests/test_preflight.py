@@ -10,8 +10,8 @@ import jax
 import pytest
 
 from clipmed import errors, preflight, train
-from configs import tiny
 from tests.conftest import ROOT
+from tests.test_train import _tiny as tiny_config
 
 DRY_RUN_FIELDS = ("devices", "batch_size", "parameters", "flops_per_step",
                   "params_bytes_per_device", "opt_state_bytes_per_device",
@@ -19,18 +19,14 @@ DRY_RUN_FIELDS = ("devices", "batch_size", "parameters", "flops_per_step",
 
 
 def _tiny(data_dir, **overrides):
-  config = tiny.get_config(f"data_dir={data_dir},evals=none")
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
+  config = tiny_config(data_dir, **overrides)
+  config.evals = type(config.evals)()
   return config
 
 
-def _dry_run(config_arg: str, *flags: str, timeout: int = 900) -> subprocess.CompletedProcess:
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+def _dry_run(config_arg: str, *flags: str, timeout: int = 1800,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, **(env or {})}
   env.update(PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
   return subprocess.run(
       [sys.executable, "-m", "clipmed.main", f"--config={config_arg}", "--workdir=unused",
@@ -84,18 +80,21 @@ def test_dry_run_exits_2_with_advice_when_it_cannot_fit(tmp_path):
 
 @pytest.mark.slow
 def test_dry_run_full_config_random_init_nothing_downloaded(tmp_path):
-  hub = tmp_path / "hf_home"
+  hf_home = tmp_path / "hf_home"  # an empty Hugging Face cache, and no network (HF_HUB_OFFLINE)
   proc = _dry_run(f"configs/full.py:batch=8,data_dir={tmp_path / 'tfds'}", "--peak_tflops=0.2",
-                  "--config.model.text.vocab_size=28996")
+                  env={"HF_HOME": str(hf_home)})
   assert proc.returncode == 0, proc.stderr[-3000:]
   fields = _fields(proc.stdout)
   assert set(DRY_RUN_FIELDS) <= set(fields), proc.stdout
-  # Swin-T (28M) + BERT-base with a 28,996-token vocabulary (108M) + graph encoder and heads.
+  assert "Bio_ClinicalBERT' is not on disk: vocabulary size 30522 assumed" in fields["note"]
+  # Swin-T (28M) + BERT-base with a 30,522-token vocabulary (110M) + graph encoder and heads.
   assert 130e6 < int(fields["parameters"].replace(",", "")) < 160e6, fields["parameters"]
   # Adam holds two moments per parameter.
   params, opt = int(fields["params_bytes_per_device"]), int(fields["opt_state_bytes_per_device"])
   assert 1.9 * params < opt < 2.1 * params
-  assert not (tmp_path / "tfds").exists() and not hub.exists()
+  assert not (tmp_path / "tfds").exists()
+  downloaded = [n for _, _, names in os.walk(hf_home) for n in names]
+  assert not downloaded, downloaded
 
 
 def test_out_of_memory_at_a_step_is_one_line_and_keeps_the_checkpoints(tiny_data_dir, tmp_path,
