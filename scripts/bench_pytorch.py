@@ -106,7 +106,7 @@ def main() -> None:
       "swin": model.image_impl, "fused_adamw": fused, "threads": torch.get_num_threads(),
       "step_ms": {"median": round(median, 1), "min": round(min(times), 1),
                   "max": round(max(times), 1)},
-      "samples_per_s": round(args.batch / median * 1e3, 3), "loss": round(float(loss), 4)}),
+      "samples_per_s": round(args.batch / median * 1e3, 3), "loss": round(float(loss.detach()), 4)}),
       flush=True)
 
 

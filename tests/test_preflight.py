@@ -38,6 +38,7 @@ def _fields(stdout: str) -> dict[str, str]:
   return dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
 
 
+@pytest.mark.slow
 def test_preflight_refuses_with_computed_advice_that_fits(tiny_data_dir, tmp_path):
   budget_gb = 0.002  # the tiny step needs about 3 MB at batch 8; its state about 0.3 MB
   config = _tiny(tiny_data_dir, **{"preflight.device_memory_gb": budget_gb})
@@ -97,6 +98,7 @@ def test_dry_run_full_config_random_init_nothing_downloaded(tmp_path):
   assert not downloaded, downloaded
 
 
+@pytest.mark.slow
 def test_out_of_memory_at_a_step_is_one_line_and_keeps_the_checkpoints(tiny_data_dir, tmp_path,
                                                                        monkeypatch):
   workdir = str(tmp_path / "work")

@@ -42,6 +42,7 @@ def _grads(s, batch, k):
   return loss, terms, grads
 
 
+@pytest.mark.slow
 def test_accumulation_gives_the_global_batch_loss_and_gradient(full_method):
   _, s, batch = full_method
   k = 4
@@ -63,6 +64,7 @@ def test_accumulation_gives_the_global_batch_loss_and_gradient(full_method):
   assert abs(mean_micro - float(loss)) > 1e-3 * abs(float(loss))
 
 
+@pytest.mark.slow
 def test_an_accumulated_step_matches_the_plain_step(full_method):
   config, s, batch = full_method
   results = {}
@@ -88,6 +90,7 @@ def test_grad_accum_steps_must_divide_the_batch(tiny_data_dir):
     train.validate_config(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["dots_saveable", "dots_with_no_batch_dims_saveable"])
 def test_remat_policies_give_the_same_gradients(full_method, policy):
   config, s, batch = full_method
