@@ -21,6 +21,7 @@ XLA_FLAGS set before JAX starts its backends (importing JAX does not start them)
 """
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 import json
 import os
@@ -473,23 +474,21 @@ def run_eval(args: argparse.Namespace) -> dict[str, object]:
           "reports_per_s": round(batch_size / text_ms * 1e3, 2)}
 
 
-def _load_config(config_args: Sequence[str]) -> Any:
-  """The config of `--config=FILE[:args]` and `--config.key=value` items, loaded exactly as
-  clipmed.main loads it (ml_collections config_flags); a user mistake is a ConfigError."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+@functools.cache
+def _config_flag() -> Any:
+  """The `--config` flag of clipmed.main, defined once (on absl's global flags, as there)."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from clipmed import console, errors  # pylint: disable=g-import-not-at-top
+  return config_flags.DEFINE_config_file(
+      "config", None, "Path to a config file, optionally with ':key=value,...' arguments.",
+      lock_config=True)
 
-  values = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
-                                           lock_config=True)
-  try:
-    values(["clipmed.benchmark", *config_args])
-  except flags.Error as e:
-    cause = e.__context__
-    while cause is not None and not isinstance(cause, errors.UserError):
-      cause = cause.__context__
-    raise cause or errors.ConfigError(str(e)) from None
+
+def _load_config(config_args: Sequence[str]) -> Any:
+  """The config of `--config=FILE[:args]` and `--config.key=value` items, parsed exactly as
+  clipmed.main parses them (a user mistake: one line and exit status 2)."""
+  from clipmed import console, errors  # pylint: disable=g-import-not-at-top
+  holder = _config_flag()
+  console.parse_flags(["clipmed.benchmark", *config_args])
   if holder.value is None:
     raise errors.ConfigError("pass --config=FILE[:args], e.g. --config=configs/full.py")
   return console.config_value(holder)
