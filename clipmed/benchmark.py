@@ -1,9 +1,18 @@
-"""Micro-benchmarks: `python -m clipmed.benchmark SUBCOMMAND [flags]`; each prints one JSON line.
+"""Benchmarks: `python -m clipmed.benchmark SUBCOMMAND [flags]`; each prints one JSON line.
 
+  python -m clipmed.benchmark train --config=configs/full.py:row=clip --batch 8 --steps 5
+  python -m clipmed.benchmark input --config=configs/full.py:dataset=synth_cxr \
+      --config.data.tokenizer= --batches 20
+  python -m clipmed.benchmark eval --config=configs/full.py --batch 32
   python -m clipmed.benchmark loss --batch 1024 --devices 8
   python -m clipmed.benchmark wordpiece --reports 200000 --vocab-size 30000
   python -m clipmed.benchmark prepare --dataset mimic_cxr --manual_dir DIR [--workers 1]
   python -m clipmed.benchmark embed --config full --batch 32
+
+train, input and eval take the config exactly as `python -m clipmed.main` does (`--config=FILE[:args]`
+and `--config.key=value` overrides). `train` times the real train step, built and compiled by
+clipmed/step_builder.py as training builds it, on random weights and a random batch of the
+config's shapes (nothing is read or downloaded).
 
 Subcommands live in the `SUBCOMMANDS` dict: name -> (add_arguments(parser), run(args)). To add
 one, write those two functions and add an entry. `--devices N` (every subcommand) forces N host
@@ -12,6 +21,7 @@ XLA_FLAGS set before JAX starts its backends (importing JAX does not start them)
 """
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 import json
 import os
@@ -19,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -300,9 +311,198 @@ def run_embed(args: argparse.Namespace) -> dict[str, object]:
           "seconds_per_1000_images": round(1e3 * ms / args.batch / 1e3, 1)}
 
 
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--batch", type=int, default=None, help="global batch (default: the "
+                      "config's batch_size)")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+  parser.add_argument("--init", default="random", choices=("random", "pretrained"),
+                      help="random weights, or the config's pretrained ones (may download)")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's datasheet peak TFLOP/s (default: measure a matmul)")
+
+
+def _random_batch(spec: Any, batch_size: int, vocab_size: int, seed: int) -> dict[str, Any]:
+  """A batch of `spec` with random pixels, token ids and labels; attention masks all ones and
+  graphs empty (static shapes: the step does the same work on any content)."""
+  rng = np.random.default_rng(seed)
+  batch = spec.zeros(batch_size)
+  batch["image"] = rng.standard_normal(batch["image"].shape, np.float32)
+  reports = [batch] + ([batch["negative"]] if spec.negatives else [])
+  for report in reports:
+    report["input_ids"] = rng.integers(0, vocab_size, report["input_ids"].shape, np.int32)
+    report["labels"] = (rng.random(report["labels"].shape) > 0.7).astype(np.float32)
+  return batch
+
+
+def _median_and_spread(times_ms: list[float]) -> dict[str, float]:
+  ordered = sorted(times_ms)
+  return {"median": round(ordered[len(ordered) // 2], 1), "min": round(ordered[0], 1),
+          "max": round(ordered[-1], 1)}
+
+
+def run_train(args: argparse.Namespace) -> dict[str, object]:
+  """Step time, throughput and MFU of the config's real train step (see the module docstring).
+
+  model_flops_per_step is XLA's cost analysis of the compiled step (all devices; with
+  grad_accum_steps > 1 it counts the second forward pass too); peak_flops is --peak_tflops x
+  devices, or a float32 matmul measured on all devices in this process.
+  """
+  from clipmed import preflight, state as state_lib, step_builder  # pylint: disable=g-import-not-at-top
+  from clipmed.models import pretrained  # pylint: disable=g-import-not-at-top
+
+  config = args.config_dict
+  batch_size = int(args.batch or config.batch_size)
+  with config.unlocked():
+    config.batch_size = batch_size
+  vocab_size, num_classes, note = preflight.shape_facts(config)
+  parts = step_builder.build_step_parts(config, vocab_size=vocab_size, num_classes=num_classes)
+  start = time.perf_counter()
+  compiled = parts.compile_train_step(batch_size)
+  compile_s = time.perf_counter() - start
+  cost = preflight.step_cost(parts, compiled, batch_size)
+  load = None
+  if args.init == "pretrained":
+    load = lambda p: pretrained.init_clip_params(p, model_config=config.model)  # noqa: E731
+  state, _ = state_lib.create_sharded_state(parts.init_params, parts.tx, jax.random.key(0),
+                                            parts.mesh, parts.rules, params_transform=load)
+  batch = jax.device_put(_random_batch(parts.batch_spec, batch_size, vocab_size, 0),
+                         parts.batch_sharding)
+  rng = jax.random.key(1)
+  times = []
+  for i in range(args.steps + 2):
+    start = time.perf_counter()
+    state, _, info = jax.block_until_ready(compiled(state, batch, rng))
+    if i >= 2:
+      times.append((time.perf_counter() - start) * 1e3)
+  if not bool(info["finite"]):
+    raise RuntimeError("the benchmarked step was not finite")
+  if args.peak_tflops:
+    peak, source = args.peak_tflops * 1e12 * cost.devices, "--peak_tflops x devices"
+  else:
+    peak, source = preflight.measure_peak_flops(), "float32 matmul measured on all devices"
+  step = _median_and_spread(times)
+  result = {
+      "benchmark": "train", "row": _row_name(config), "batch": batch_size,
+      "devices": cost.devices, "platform": jax.devices()[0].platform,
+      "dtype": str(np.dtype(_compute_dtype(config))), "remat": config.model.remat,
+      "grad_accum_steps": int(config.grad_accum_steps), "step_ms": step,
+      "samples_per_s": round(batch_size / step["median"] * 1e3, 3),
+      "model_flops_per_step": cost.flops, "peak_flops": peak, "peak_flops_source": source,
+      "mfu": round(cost.flops / (step["median"] / 1e3) / peak, 4),
+      "compile_s": round(compile_s, 1), "peak_memory_bytes": cost.needed_bytes}
+  if note:
+    result["note"] = note
+  return result
+
+
+def _compute_dtype(config):
+  from clipmed.models import clip as clip_lib  # pylint: disable=g-import-not-at-top
+  return clip_lib.compute_dtype(config.model)
+
+
+def _row_name(config) -> str:
+  """The configs/common.py ROWS entry the config's loss and graph settings match, else 'custom'."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  for name in common.ROWS:
+    probe = common.base_config()
+    common.apply_row(probe, name)
+    if (probe.loss.to_dict() == config.loss.to_dict()
+        and probe.model.graph.enabled == config.model.graph.enabled):
+      return name
+  return "custom"
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--batches", type=int, default=20, help="timed batches (after 2)")
+
+
+def run_input(args: argparse.Namespace) -> dict[str, object]:
+  """Throughput of the config's Grain training pipeline with every extra it needs (hard
+  negatives, graphs), on this process's data (SynthCXR is generated on first use)."""
+  import input_pipeline  # pylint: disable=g-import-not-at-top
+  from clipmed import batch as batch_lib  # pylint: disable=g-import-not-at-top
+
+  config = args.config_dict
+  dataset = input_pipeline.open_dataset(config.data)
+  spec = batch_lib.BatchSpec.from_config(config, num_classes=len(dataset.class_names))
+  iterator = input_pipeline.create_train_iterator(
+      config.data, source=dataset.source("train"), tokenizer=dataset.tokenizer, spec=spec,
+      class_names=dataset.class_names, global_batch_size=int(config.batch_size), seed=0)
+  for _ in range(2):
+    next(iterator)
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for _ in range(args.batches):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  return {"benchmark": "input", "dataset": config.data.name, "batch": int(config.batch_size),
+          "negatives": spec.negatives, "graphs": spec.graph is not None,
+          "worker_count": int(config.data.worker_count), "batches": args.batches,
+          "samples_per_s": round(args.batches * int(config.batch_size) / seconds, 2),
+          "cpu_s_per_batch": round((time.process_time() - cpu_start) / args.batches, 4)}
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--batch", type=int, default=None,
+                      help="rows per call (default: the config's eval_batch_size)")
+  parser.add_argument("--repeats", type=int, default=3)
+
+
+def run_eval(args: argparse.Namespace) -> dict[str, object]:
+  """Evaluation cost of the config's model: image and report embeddings per second (the jitted
+  encoders evaluation uses), random weights, after compilation."""
+  from clipmed import preflight  # pylint: disable=g-import-not-at-top
+  from clipmed import batch as batch_lib  # pylint: disable=g-import-not-at-top
+  from clipmed.models import clip as clip_lib  # pylint: disable=g-import-not-at-top
+
+  config = args.config_dict
+  batch_size = int(args.batch or config.eval_batch_size)
+  vocab_size, num_classes, _ = preflight.shape_facts(config)
+  model = clip_lib.create_model(config.model, vocab_size=vocab_size)
+  spec = batch_lib.BatchSpec.from_config(config, num_classes=num_classes)
+  params = jax.jit(lambda key: model.init(key, spec.zeros(1), train=False)["params"])(
+      jax.random.key(0))
+  batch = _random_batch(spec, batch_size, vocab_size, 0)
+  images = jnp.asarray(batch["image"])
+  ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
+  encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
+  encode_text = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m,
+                                                    method=model.encode_text))
+  image_ms = _time_ms(lambda: encode_image(params, images), args.repeats)
+  text_ms = _time_ms(lambda: encode_text(params, ids, mask), args.repeats)
+  return {"benchmark": "eval", "batch": batch_size, "devices": jax.device_count(),
+          "images_per_s": round(batch_size / image_ms * 1e3, 2),
+          "reports_per_s": round(batch_size / text_ms * 1e3, 2)}
+
+
+@functools.cache
+def _config_flag() -> Any:
+  """The `--config` flag of clipmed.main, defined once (on absl's global flags, as there)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.DEFINE_config_file(
+      "config", None, "Path to a config file, optionally with ':key=value,...' arguments.",
+      lock_config=True)
+
+
+def _load_config(config_args: Sequence[str]) -> Any:
+  """The config of `--config=FILE[:args]` and `--config.key=value` items, parsed exactly as
+  clipmed.main parses them (a user mistake: one line and exit status 2)."""
+  from clipmed import console, errors  # pylint: disable=g-import-not-at-top
+  holder = _config_flag()
+  console.parse_flags(["clipmed.benchmark", *config_args])
+  if holder.value is None:
+    raise errors.ConfigError("pass --config=FILE[:args], e.g. --config=configs/full.py")
+  return console.config_value(holder)
+
+
+# Subcommands whose --config is a config file with overrides, as in clipmed.main.
+CONFIG_SUBCOMMANDS = ("train", "input", "eval")
+
 # name -> (add_arguments, run). run returns the JSON-serialisable result line.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], dict[str, object]]]] = {
+    "train": (_add_train_arguments, run_train),
+    "input": (_add_input_arguments, run_input),
+    "eval": (_add_eval_arguments, run_eval),
     "loss": (_add_loss_arguments, run_loss),
     "prepare": (_add_prepare_arguments, run_prepare),
     "embed": (_add_embed_arguments, run_embed),
@@ -324,9 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
   argv = list(sys.argv[1:] if argv is None else argv)
-  args = build_parser().parse_args(argv)
+  config_args = []
+  if argv and argv[0] in CONFIG_SUBCOMMANDS:
+    config_args = [a for a in argv if a.startswith("--config")]
+  args = build_parser().parse_args([a for a in argv if a not in config_args])
   if args.devices is not None:
     _ensure_host_devices(args.devices, argv)
+  if args.command in CONFIG_SUBCOMMANDS:
+    from clipmed import console  # pylint: disable=g-import-not-at-top
+    with console.user_errors_exit():
+      args.config_dict = _load_config(config_args)
   result = SUBCOMMANDS[args.command][1](args)
   print(json.dumps(result), flush=True)
 

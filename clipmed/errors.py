@@ -33,3 +33,7 @@ class WorkdirError(UserError):
 
 class NonFiniteError(UserError, RuntimeError):
   """Training diverged: too many consecutive steps with a non-finite loss or gradient."""
+
+
+class ResourceError(UserError, MemoryError):
+  """A run that does not fit the device's memory; the message says what would fit."""

@@ -21,6 +21,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, Tens
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods, SLURM GPU "
     "jobs); the launchers in launch/ set it.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Compile the train step from shapes only (no data, no weights), print its "
+    "parameters, FLOPs, bytes per device and estimated step time, and exit: 0 when it fits the "
+    "device memory, 2 (with the changes that would fit) when it does not.")
+_DEVICES = flags.DEFINE_integer(
+    "devices", None, "With --dry_run: rehearse on this many forced CPU (host) devices, e.g. 8 "
+    "for an 8-device data/fsdp layout on a laptop.")
+_MFU = flags.DEFINE_float("mfu", 0.4, "With --dry_run: the model-FLOPs utilisation assumed for "
+                          "the estimated step time.")
+_PEAK_TFLOPS = flags.DEFINE_float(
+    "peak_tflops", None, "With --dry_run: the device's peak TFLOP/s (datasheet) for the step-time "
+    "estimate; default: a float32 matmul measured on this device.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,6 +43,12 @@ def main(argv):
   console.setup_logging()
   with console.user_errors_exit():
     config = console.config_value(_CONFIG)
+  if _DEVICES.value is not None:
+    if not _DRY_RUN.value or _DEVICES.value < 1:
+      raise app.UsageError("--devices N (N >= 1) only goes with --dry_run")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
+                               f"--xla_force_host_platform_device_count={_DEVICES.value}").strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
   if config.deterministic:  # read by XLA when the backend starts, so before the first jax call
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_gpu_deterministic_ops=true").strip()
@@ -42,6 +60,12 @@ def main(argv):
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
+  if _DRY_RUN.value:
+    from clipmed import preflight  # pylint: disable=g-import-not-at-top
+    with console.user_errors_exit():
+      train.validate_config(config)
+      preflight.dry_run(config, mfu=_MFU.value, peak_tflops=_PEAK_TFLOPS.value)
+    return
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
     results = train.train_and_evaluate(config, workdir)

@@ -78,6 +78,16 @@ def data_axes(mesh_config) -> tuple[str, ...]:
   return axes or tuple(mesh_config.shape.keys())[:1]
 
 
+def data_parallel_size(mesh_config) -> int:
+  """Devices the batch axis is split over (config.mesh sizes of the data axes; -1 = all the
+  devices the other axes leave)."""
+  sizes = {str(k): int(v) for k, v in mesh_config.shape.items()}
+  if -1 in sizes.values():
+    known = int(np.prod([v for v in sizes.values() if v != -1]))
+    sizes = {k: (jax.device_count() // max(known, 1) if v == -1 else v) for k, v in sizes.items()}
+  return int(np.prod([sizes[a] for a in data_axes(mesh_config)]))
+
+
 def batch_sharding(mesh: Mesh, mesh_config) -> NamedSharding:
   """Sharding of arrays whose leading axis is the global batch."""
   return NamedSharding(mesh, P(data_axes(mesh_config)))

@@ -72,6 +72,38 @@ def create_optimizer(opt_config: ml_collections.ConfigDict,
   return optax.chain(*chain)
 
 
+def abstract_sharded_state(
+    init_params: Callable[[jax.Array], PyTree],
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    mesh: Mesh,
+    rules: tuple[tuple[str, str | None], ...],
+) -> tuple[TrainState, TrainState]:
+  """The train state as shapes only: nothing is initialised, nothing is allocated.
+
+  The shapes come from `jax.eval_shape` of the initialiser, whose parameters carry logical axis
+  metadata (nn.LogicallyPartitioned); `rules` map those names to mesh axes.
+
+  Returns:
+    (abstract_state, state_shardings): a TrainState of jax.ShapeDtypeStruct leaves that carry their
+    NamedSharding (what `jax.jit(...).lower` takes), and the TrainState-shaped tree of shardings.
+  """
+  abstract = jax.eval_shape(_init_boxed(init_params, tx), rng)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  shapes = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s, weak_type=x.weak_type),
+      nn.unbox(abstract), shardings)
+  return shapes, shardings
+
+
+def _init_boxed(init_params, tx):
+  def init_boxed(key):
+    params = init_params(key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), tx=tx)
+  return init_boxed
+
+
 def create_sharded_state(
     init_params: Callable[[jax.Array], PyTree],
     tx: optax.GradientTransformation,
@@ -82,10 +114,8 @@ def create_sharded_state(
 ) -> tuple[TrainState, TrainState]:
   """Initialises the train state directly into its shardings.
 
-  The state's shardings are derived from `jax.eval_shape` of the initialiser, whose parameters
-  carry logical axis metadata (nn.LogicallyPartitioned); `rules` map those names to mesh axes.
-  The real state is then created by one jit with those out_shardings, so no device ever holds
-  more than its shard.
+  The shardings are those of abstract_sharded_state; the real state is then created by one jit
+  with those out_shardings, so no device ever holds more than its shard.
 
   Args:
     init_params: rng -> boxed params (as returned by `model.init(...)["params"]`).
@@ -99,15 +129,8 @@ def create_sharded_state(
   Returns:
     (state, state_shardings): the state, and a TrainState-shaped tree of NamedShardings.
   """
-  def init_boxed(key):
-    params = init_params(key)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), tx=tx)
-
-  abstract = jax.eval_shape(init_boxed, rng)
-  logical_specs = nn.get_partition_spec(abstract)
-  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
-
+  _, shardings = abstract_sharded_state(init_params, tx, rng, mesh, rules)
+  init_boxed = _init_boxed(init_params, tx)
   state = jax.jit(lambda key: nn.unbox(init_boxed(key)), out_shardings=shardings)(rng)
   if params_transform is not None:
     params = params_transform(state.params)

@@ -1,10 +1,12 @@
 """train_and_evaluate(config, workdir): the wiring and the training loop."""
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -17,9 +19,8 @@ from clu import metric_writers, periodic_actions
 import flax.linen as nn
 
 import input_pipeline
-from clipmed import batch as batch_lib
-from clipmed import checkpointing, evaluators, losses, progress, sharding, state as state_lib
-from clipmed import train_step
+from clipmed import checkpointing, errors, evaluators, losses, preflight, progress, sharding
+from clipmed import state as state_lib, step_builder, train_step
 from clipmed.errors import ConfigError, NonFiniteError
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
@@ -51,29 +52,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   state_lib.check_optimizer_config(config.optimizer, config.num_train_steps)
   sharding.logical_rules(config.mesh)
   evaluators.check_evals_config(config.evals)
+  train_step.check_grad_accum_steps(config.grad_accum_steps, int(config.batch_size),
+                                    sharding.data_parallel_size(config.mesh))
+  if float(config.preflight.device_memory_gb) < 0:
+    raise ConfigError(f"config.preflight.device_memory_gb={config.preflight.device_memory_gb} "
+                      "must be >= 0 (0: the device's own memory)")
 
 
 @dataclasses.dataclass
-class Setup:
-  """What training and evaluation share: mesh, data, model, loss, optimiser, initial state."""
-  mesh: Any
-  rules: tuple[tuple[str, str | None], ...]  # logical -> mesh axis rules
-  data_axes: tuple[str, ...]
-  batch_sharding: Any
+class Setup(step_builder.StepParts):
+  """What training and evaluation share: the step's parts (mesh, model, loss, optimiser, state
+  shardings; clipmed/step_builder.py), the data and the initial state."""
   dataset: input_pipeline.Dataset
-  batch_spec: batch_lib.BatchSpec
-  loss_spec: losses.LossSpec
-  model: Any
-  schedule: Any
   state: state_lib.TrainState  # freshly initialised (or restored later)
-  state_shardings: Any
   data_seed: int
   train_rng: jax.Array
-
-  def make_loss_fn(self):
-    """(model outputs, batch) -> (loss, terms), sharded over the batch axes of the mesh."""
-    return functools.partial(losses.sharded_clinic_loss, spec=self.loss_spec, mesh=self.mesh,
-                             data_axes=self.data_axes)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -85,9 +78,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   pretrained weights of config.model.*.init are neither needed nor loaded.
   """
   validate_config(config)
-  loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
-  mesh = sharding.create_mesh(config.mesh)
-  rules = sharding.logical_rules(config.mesh)
 
   root = jax.random.key(config.seed)
   init_rng, data_rng, train_rng = jax.random.split(root, 3)
@@ -103,29 +93,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     checkpointing.check_run_tokenizer(
         workdir, dataset.tokenizer, input_pipeline.tokenizer_fingerprint(dataset.tokenizer),
         save=training and jax.process_index() == 0)
-  model = clip_lib.create_model(config.model, vocab_size=len(dataset.tokenizer))
-  schedule = state_lib.learning_rate_schedule(config.optimizer, config.num_train_steps)
-  tx = state_lib.create_optimizer(config.optimizer, schedule)
-  batch_spec = batch_lib.BatchSpec.from_config(config, num_classes=len(dataset.class_names))
-  dummy = batch_spec.zeros(1)
-
-  def init_params(key):
-    return model.init({"params": key, "dropout": key}, dummy, train=False)["params"]
-
+  parts = step_builder.build_step_parts(config, vocab_size=len(dataset.tokenizer),
+                                        num_classes=len(dataset.class_names), init_rng=init_rng)
   load_pretrained = None
   if training and (config.model.image.init or config.model.text.init):
     load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
   state, state_shardings = state_lib.create_sharded_state(
-      init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
+      parts.init_params, parts.tx, init_rng, parts.mesh, parts.rules,
+      params_transform=load_pretrained)
   processes = jax.process_count()
-  _tell(f"Model: {num_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)} over "
-        f"{jax.device_count()} devices ({processes} process{'es' if processes > 1 else ''}).")
-  return Setup(mesh=mesh, rules=rules, data_axes=sharding.data_axes(config.mesh),
-               batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
-               batch_spec=batch_spec, loss_spec=loss_spec, model=model, schedule=schedule,
-               state=state, state_shardings=state_shardings, data_seed=data_seed,
-               train_rng=train_rng)
+  _tell(f"Model: {step_builder.num_parameters(parts) / 1e6:.2f}M parameters; mesh "
+        f"{dict(parts.mesh.shape)} over {jax.device_count()} devices ({processes} "
+        f"process{'es' if processes > 1 else ''}).")
+  return Setup(**{f.name: getattr(parts, f.name) for f in dataclasses.fields(parts)},
+               dataset=dataset, state=state, data_seed=data_seed, train_rng=train_rng)
 
 
 def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runner:
@@ -226,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   s = setup(config, workdir)
-  mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
+  mesh, state = s.mesh, s.state
   writer.write_hparams(_flat_hparams(config))
 
   mixture = input_pipeline.datasets.mixture_sources(config.data, s.dataset)
@@ -240,12 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _tell(f"Resumed from the checkpoint at step {step} in {ckpt.directory}.")
   initial_step = int(state.step)
 
-  p_train_step = jax.jit(
-      functools.partial(train_step.train_step, model=s.model, loss_fn=s.make_loss_fn(),
-                        schedule=s.schedule),
-      in_shardings=(state_shardings, s.batch_sharding, None),
-      out_shardings=(state_shardings, None, None),
-      donate_argnums=(0,))
+  p_train_step, compiled_cost = _compile_and_check(config, s)
   runner = make_runner(config, s)
   embedder = make_embedder(config, s)
   report_progress = periodic_actions.ReportProgress(
@@ -258,13 +234,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bar = progress.Progress(last_step, "train", "steps", initial=initial_step,
                           every=config.log_every_steps, enabled=is_main)
   if initial_step < last_step:
-    bar.write(f"Training steps {initial_step + 1}-{last_step} (the first step compiles: "
-              "it takes longer).")
+    bar.write(f"Training steps {initial_step + 1}-{last_step}.")
   with mesh, nn.logical_axis_rules(s.rules), bar:
     for step in range(initial_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
-        state, metrics, info = p_train_step(state, batch, train_rng)
+        # A device out of memory shows when a step runs or when its results are read. Read them
+        # on the first step (where it happens: the step's memory does not change afterwards) and
+        # before each save, so that it is reported here and not from inside Orbax's save; the
+        # other steps stay asynchronous.
+        with _out_of_memory_reported(config, s, compiled_cost, step, ckpt):
+          state, metrics, info = p_train_step(state, batch, train_rng)
+          if step == initial_step + 1 or ckpt.should_save(step, last_step):
+            jax.block_until_ready(state)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       if term_sums is None:
         term_sums = jax.tree.map(jnp.zeros_like, info["terms"])
@@ -287,6 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       bar.update()
       preempted = ckpt.reached_preemption(step)
       if ckpt.should_save(step, last_step) or preempted:
+        with _out_of_memory_reported(config, s, compiled_cost, step, ckpt):
+          jax.block_until_ready(state)
         with report_progress.timed("checkpoint"):
           ckpt.save(step, state, train_iter, force=preempted)
         if step != last_step:
@@ -332,6 +316,57 @@ def _timed_eval(bar: progress.Progress, step: int, run) -> dict[str, Any]:
   bar.write(f"step {step}: evaluated {len(results)} metrics in "
             f"{time.perf_counter() - start:.0f} s")
   return results
+
+
+def _compile_and_check(config: ml_collections.ConfigDict,
+                       s: Setup) -> tuple[Any, preflight.StepCost]:
+  """The train step compiled for config.batch_size and its cost, after the memory preflight (see
+  clipmed/preflight.py), which raises ResourceError with advice when it cannot fit."""
+  start = time.perf_counter()
+  compiled = s.compile_train_step(int(config.batch_size))
+  cost = preflight.step_cost(s, compiled, int(config.batch_size))
+  logging.info("Train step: %s.", cost.line())
+  verdict = "memory preflight skipped (config.preflight.enabled=False)"
+  if config.preflight.enabled:
+    verdict = preflight.check(config, cost, _cost_fn(s))
+  _tell(f"Compiled the train step in {time.perf_counter() - start:.0f} s; {verdict}.")
+  return compiled, cost
+
+
+def _cost_fn(s: Setup) -> preflight.CostFn:
+  return preflight.make_cost_fn(vocab_size=len(s.dataset.tokenizer),
+                                num_classes=len(s.dataset.class_names))
+
+
+@contextlib.contextmanager
+def _out_of_memory_reported(config, s: Setup, cost: preflight.StepCost, step: int,
+                            ckpt: checkpointing.Checkpointer) -> Iterator[None]:
+  """Turns XLA's RESOURCE_EXHAUSTED inside the block into the one-line ResourceError."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    raise _out_of_memory(config, s, cost, step, ckpt, e) from None
+
+
+def _out_of_memory(config, s: Setup, cost: preflight.StepCost, step: int,
+                   ckpt: checkpointing.Checkpointer, error: Exception) -> errors.ResourceError:
+  """The one-line report of a step that ran out of device memory; nothing more is saved."""
+  ckpt.close()  # the checkpoints on disk stay as they were
+  steps = ckpt.all_steps()
+  last = f"the last checkpoint is step {steps[-1]}" if steps else "there is no checkpoint yet"
+  detail = str(error).splitlines()[0][:200]
+  budget, _ = preflight.device_memory(config.preflight)
+  if cost.needed_bytes > budget:  # the preflight's advice (it was skipped)
+    fixes = "; ".join(preflight.advice(config, cost, budget, _cost_fn(s)))
+  else:
+    fixes = (f"XLA's estimate ({preflight.size(cost.needed_bytes)} per device) fits the "
+             f"device's {preflight.size(budget)}, so the memory went elsewhere (another "
+             "process on the device?); lower batch_size or raise grad_accum_steps")
+  return errors.ResourceError(
+      f"out of device memory at step {step} (batch_size {config.batch_size}): {detail}. "
+      f"{last} in {ckpt.directory}, untouched. Options: {fixes}")
 
 
 def _train_scalars(train_metrics: train_step.TrainMetrics,

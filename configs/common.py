@@ -108,8 +108,12 @@ def base_config() -> ml_collections.ConfigDict:
       embed_dim=128,
       logit_scale_init=math.log(1 / 0.07),
       logit_scale_max=100.0,
-      dtype="float32",  # compute dtype; parameters stay float32
+      dtype="float32",  # compute dtype ("auto": bfloat16 on GPU/TPU); parameters stay float32
       remat=False,      # rematerialise each transformer block in the backward pass
+      # What a rematerialised block keeps: "nothing_saveable" (least memory), "dots_saveable"
+      # (matmul outputs: less recomputation) or "dots_with_no_batch_dims_saveable" (weight
+      # matmuls only; attention is recomputed).
+      remat_policy="nothing_saveable",
       projection="linear",
       image=dict(name="swin", patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                  num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, drop_path_rate=0.1,
@@ -144,6 +148,14 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   config.batch_size = 64  # global, over all processes and devices
+  # Split each step's global batch into this many micro-batches (activations of batch_size /
+  # grad_accum_steps rows at a time); the loss and its soft labels still see the global batch
+  # (clipmed/train_step.py), so the step computes the same update, about a third slower.
+  config.grad_accum_steps = 1
+  # Before the first step, the compiled step's memory per device is compared with the device's
+  # (memory_stats() on GPU/TPU, available RAM on CPU); a run that cannot fit stops with the
+  # changes that would fit. device_memory_gb > 0 replaces the detected memory per device.
+  config.preflight = ml_collections.ConfigDict(dict(enabled=True, device_memory_gb=0.0))
   config.num_train_steps = 1000
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200

@@ -23,7 +23,13 @@ download them elsewhere and point the config at the directories:
 and without local paths the run stops before compiling and says what to download.
 
 Arguments: `configs/full.py:dataset=mimic_cxr,batch=128,steps=30000,data_dir=PATH,
-manual_dir=PATH`.
+manual_dir=PATH,row=clip_ng_dtcg`, where row names a Table 2 row of configs/ablations.py (the
+default is the full method; `row=clip` is plain InfoNCE at the same scale).
+
+Compute is bfloat16 on GPU/TPU and float32 on CPU (`config.model.dtype="auto"`; parameters,
+gradients and the optimizer state are float32 everywhere). When the batch does not fit, the run
+stops before the first step and says what would fit (`config.grad_accum_steps`, `config.model.remat`
+and its `remat_policy`; README, "Will it fit?").
 """
 
 from configs import common
@@ -34,7 +40,7 @@ BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, dataset="mimic_cxr", batch=128, steps=30000, data_dir="data/tfds",
-                          manual_dir="")
+                          manual_dir="", row="clip_ng_dtcg")
   config = common.base_config()
 
   # Data: the image is replicated to the 3 channels the ImageNet encoder expects and normalised
@@ -52,6 +58,7 @@ def get_config(arg: str | None = None):
 
   model = config.model
   model.embed_dim = 512
+  model.dtype = "auto"
   model.projection = "mlp"
   model.image.update(dict(patch_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                           num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1,
@@ -60,7 +67,7 @@ def get_config(arg: str | None = None):
                          intermediate_size=3072, max_position_embeddings=512, dropout=0.1,
                          pooling="cls", init=BIO_CLINICAL_BERT))
 
-  common.apply_row(config, "clip_ng_dtcg")
+  common.apply_row(config, args.row)
 
   config.batch_size = args.batch
   config.num_train_steps = args.steps

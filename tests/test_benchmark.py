@@ -65,3 +65,49 @@ def test_prepare_and_embed_subcommands(tmp_path):
   embed = benchmark.run_embed(benchmark.build_parser().parse_args(
       ["embed", "--config", "tiny", "--batch", "4", "--repeats", "1"]))
   assert embed["image_size"] == 64 and embed["images_per_s"] > 0
+
+
+def _benchmark(*argv, devices=None):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(PYTHONPATH=ROOT, HF_HUB_OFFLINE="1")
+  extra = ["--devices", str(devices)] if devices else []
+  return subprocess.run([sys.executable, "-m", "clipmed.benchmark", *argv, *extra], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_train_subcommand_times_the_real_step_with_config_overrides(tmp_path):
+  proc = _benchmark("train", f"--config=configs/tiny.py:data_dir={tmp_path}",
+                    "--config.grad_accum_steps=2", "--batch", "8", "--steps", "2",
+                    "--peak_tflops", "0.01", devices=2)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 1, proc.stdout
+  result = json.loads(lines[0])
+  assert (result["batch"], result["devices"], result["grad_accum_steps"]) == (8, 2, 2)
+  step = result["step_ms"]
+  assert 0 < step["min"] <= step["median"] <= step["max"]
+  assert result["samples_per_s"] == pytest.approx(8 / step["median"] * 1e3, rel=1e-3)
+  assert result["peak_flops"] == pytest.approx(2 * 0.01e12)
+  assert result["mfu"] == pytest.approx(
+      result["model_flops_per_step"] / (step["median"] / 1e3) / result["peak_flops"], rel=1e-2)
+  assert result["model_flops_per_step"] > 1e6 and result["peak_memory_bytes"] > 0
+  assert result["compile_s"] > 0 and result["row"] == "clip"
+  assert not (tmp_path / "synth_cxr").exists()  # random batch: no data generated
+
+
+def test_train_subcommand_reports_a_bad_config_in_one_line():
+  proc = _benchmark("train", "--config=configs/full.py:row=nope")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown ablation row 'nope'")
+
+
+def test_input_and_eval_subcommands(tiny_data_dir):
+  config = [f"--config=configs/tiny.py:data_dir={tiny_data_dir}"]
+  args = benchmark.build_parser().parse_args(["input", "--batches", "3"])
+  args.config_dict = benchmark._load_config(config)  # pylint: disable=protected-access
+  result = benchmark.run_input(args)
+  assert result["batches"] == 3 and result["samples_per_s"] > 0 and not result["negatives"]
+  args = benchmark.build_parser().parse_args(["eval", "--batch", "4", "--repeats", "1"])
+  args.config_dict = benchmark._load_config(config)  # pylint: disable=protected-access
+  result = benchmark.run_eval(args)
+  assert result["batch"] == 4 and result["images_per_s"] > 0 and result["reports_per_s"] > 0

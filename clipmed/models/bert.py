@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from clipmed import sharding
-from clipmed.models.layers import dense_init, layer_norm, zeros_init
+from clipmed.models.layers import dense_init, layer_norm, remat_block, zeros_init
 
 Dtype = Any
 
@@ -89,6 +89,7 @@ class BertEncoder(nn.Module):
     dropout: dropout rate on embeddings, attention probabilities and residual branches.
     dtype: compute dtype (parameters are always float32).
     remat: rematerialise every layer in the backward pass.
+    remat_policy: what a rematerialised layer keeps (a key of layers.REMAT_POLICIES).
   """
   vocab_size: int
   hidden_size: int = 768
@@ -100,6 +101,7 @@ class BertEncoder(nn.Module):
   dropout: float = 0.1
   dtype: Dtype = jnp.float32
   remat: bool = False
+  remat_policy: str = "nothing_saveable"
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -124,7 +126,7 @@ class BertEncoder(nn.Module):
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
 
     mask = attention_mask > 0  # [B, L]
-    layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
+    layer_cls = remat_block(BertLayer, self.remat_policy, (3,)) if self.remat else BertLayer
     for i in range(self.num_layers):
       x = layer_cls(self.num_heads, self.intermediate_size, self.dropout, self.dtype,
                     name=f"layer{i}")(x, mask, deterministic)

@@ -24,7 +24,7 @@ from clipmed import errors
 from clipmed import sharding
 from clipmed.models.bert import POOLINGS, BertEncoder, pool
 from clipmed.models.gcn import GraphEncoder
-from clipmed.models.layers import PROJECTIONS, ProjectionHead
+from clipmed.models.layers import PROJECTIONS, REMAT_POLICIES, ProjectionHead
 from clipmed.models.swin import SwinTransformer
 from clipmed.normalize import l2_normalize
 
@@ -33,10 +33,13 @@ IMAGE_ENCODERS = ("swin",)
 
 
 def compute_dtype(model_config: ml_collections.ConfigDict) -> Any:
+  """config.model.dtype as a dtype; "auto" is bfloat16 on GPU/TPU and float32 on CPU (where
+  bfloat16 matmuls are slow), with float32 parameters either way."""
+  if model_config.dtype == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
   if model_config.dtype not in DTYPES:
     raise errors.ConfigError(f"config.model.dtype={model_config.dtype!r} is not supported; use "
-                             "one of "
-                             f"{sorted(DTYPES)}.")
+                             f"\"auto\" or one of {sorted(DTYPES)}.")
   return DTYPES[model_config.dtype]
 
 
@@ -47,6 +50,9 @@ def check_model_config(model_config: ml_collections.ConfigDict, *,
   if model_config.image.name not in IMAGE_ENCODERS:
     raise errors.ConfigError(f"config.model.image.name={model_config.image.name!r} is not "
                              f"supported; use one of {IMAGE_ENCODERS}.")
+  if model_config.remat_policy not in REMAT_POLICIES:
+    raise errors.ConfigError(f"config.model.remat_policy={model_config.remat_policy!r}; use one "
+                             f"of {sorted(REMAT_POLICIES)}")
   if model_config.projection not in PROJECTIONS:
     raise errors.ConfigError(f"config.model.projection={model_config.projection!r}; use one of "
                              f"{PROJECTIONS}")
@@ -84,7 +90,7 @@ def make_image_encoder(model_config: ml_collections.ConfigDict, name: str | None
       patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depths=tuple(cfg.depths),
       num_heads=tuple(cfg.num_heads), window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
       drop_path_rate=cfg.drop_path_rate, dtype=compute_dtype(model_config),
-      remat=model_config.remat, name=name)
+      remat=model_config.remat, remat_policy=model_config.remat_policy, name=name)
 
 
 def make_text_encoder(model_config: ml_collections.ConfigDict, name: str | None = None):
@@ -97,7 +103,8 @@ def make_text_encoder(model_config: ml_collections.ConfigDict, name: str | None 
       vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
       num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
       max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-      dropout=cfg.dropout, dtype=compute_dtype(model_config), remat=model_config.remat, name=name)
+      dropout=cfg.dropout, dtype=compute_dtype(model_config), remat=model_config.remat,
+      remat_policy=model_config.remat_policy, name=name)
 
 
 def make_graph_encoder(model_config: ml_collections.ConfigDict, name: str | None = None):

@@ -13,6 +13,22 @@ Dtype = Any
 
 PROJECTIONS = ("linear", "mlp")
 
+# config.model.remat_policy -> what a rematerialised block keeps for the backward pass.
+REMAT_POLICIES = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
+    "dots_with_no_batch_dims_saveable":  # keep weight matmuls, recompute attention
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(block_cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...]):
+  """`block_cls` rematerialised in the backward pass with a REMAT_POLICIES policy."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat policy {policy!r}; config.model.remat_policy must be one of "
+                     f"{sorted(REMAT_POLICIES)}")
+  return nn.remat(block_cls, static_argnums=static_argnums, policy=REMAT_POLICIES[policy])
+
 
 def dense_init(names: tuple[str | None, ...], stddev: float = 0.02):
   """Normal(0, stddev) initializer carrying logical axis names (one per parameter axis)."""

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipmed import sharding
-from clipmed.models.layers import dense_init, drop_path, layer_norm, zeros_init
+from clipmed.models.layers import dense_init, drop_path, layer_norm, remat_block, zeros_init
 
 Dtype = Any
 
@@ -222,6 +222,7 @@ class SwinTransformer(nn.Module):
     drop_path_rate: stochastic-depth rate, increasing linearly from 0 to this over all blocks.
     dtype: compute dtype (parameters are always float32).
     remat: rematerialise every block in the backward pass.
+    remat_policy: what a rematerialised block keeps (a key of layers.REMAT_POLICIES).
   """
   patch_size: int = 4
   embed_dim: int = 96
@@ -232,6 +233,7 @@ class SwinTransformer(nn.Module):
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
+  remat_policy: str = "nothing_saveable"
 
   @property
   def num_features(self) -> int:
@@ -254,7 +256,7 @@ class SwinTransformer(nn.Module):
                 bias_init=zeros_init((sharding.EMBED,)))(images.astype(self.dtype))
     x = layer_norm(SWIN_LN_EPS, self.dtype, "patch_norm")(x)  # [B, H/p, W/p, C]
 
-    block_cls = nn.remat(SwinBlock, static_argnums=(2,)) if self.remat else SwinBlock
+    block_cls = remat_block(SwinBlock, self.remat_policy, (2,)) if self.remat else SwinBlock
     rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
     block_id = 0
     for stage, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
