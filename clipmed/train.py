@@ -17,7 +17,8 @@ import flax.linen as nn
 
 import input_pipeline
 from clipmed import batch as batch_lib
-from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, train_step
+from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, summaries
+from clipmed import train_step
 from clipmed.errors import ConfigError, NonFiniteError
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
@@ -113,7 +114,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     return model.init({"params": key, "dropout": key}, dummy, train=False)["params"]
 
   load_pretrained = None
-  if training and (config.model.image.init or config.model.text.init):
+  if training and pretrained.wants_init(config.model):
     load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
   state, state_shardings = state_lib.create_sharded_state(
       init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
@@ -226,6 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   s = setup(config, workdir)
   mesh, state, state_shardings = s.mesh, s.state, s.state_shardings
   writer.write_hparams(_flat_hparams(config))
+  if is_main:
+    checkpointing.save_run_config(workdir, config)  # clipmed.predict / export rebuild from it
 
   mixture = input_pipeline.datasets.mixture_sources(config.data, s.dataset)
   train_iter = input_pipeline.create_train_iterator(
@@ -291,10 +294,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with report_progress.timed("eval"):
           results = runner.run(step, **embedder.bind(state.params), only_due=True)
           writer.write_scalars(step, runner.scalars(results))
+          summaries.write_eval_summaries(writer, step, config=config, dataset=s.dataset,
+                                         model=s.model, embedder=embedder, params=state.params,
+                                         results=results)
 
     ckpt.wait_until_finished()
     logging.info("Evaluating the final model (step %d).", int(state.step))
     results = runner.run(int(state.step), **embedder.bind(state.params), only_due=False)
+    summaries.write_eval_summaries(writer, int(state.step), config=config, dataset=s.dataset,
+                                   model=s.model, embedder=embedder, params=state.params,
+                                   results=results)
   writer.write_scalars(int(state.step), runner.scalars(results))
   if is_main:
     runner.write(workdir, results, int(state.step))
