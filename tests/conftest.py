@@ -79,12 +79,14 @@ def prepared_records(summary, split: str) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
-  """A workdir trained with configs/tiny.py (zero-shot and retrieval evaluations), once per
-  session: checkpoints, config.json, tokenizer/, results.json and TensorBoard event files."""
+  """A workdir trained with configs/tiny.py (zero-shot and retrieval evaluations, TensorBoard
+  pictures on), once per session: checkpoints, config.json, tokenizer/, results.json and event
+  files."""
   from clipmed import train  # pylint: disable=g-import-not-at-top
   from configs import tiny  # pylint: disable=g-import-not-at-top
 
   workdir = str(tmp_path_factory.mktemp("tiny_workdir"))
   config = tiny.get_config(f"data_dir={tiny_data_dir},evals=zero_shot+retrieval")
+  config.eval_summaries.enabled = True  # tests/test_summaries.py reads them
   train.train_and_evaluate(config, workdir)
   return workdir
