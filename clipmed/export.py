@@ -70,9 +70,9 @@ def export(workdir: str, output: str, *, step: int | None = None, config: Any = 
     shutil.copytree(os.path.join(workdir, "tokenizer"), os.path.join(staging, saved.TOKENIZER))
     os.makedirs(os.path.join(staging, saved.PROMPTS))
     for name, path in predict.run_prompt_files(config).items():
-      if os.path.isfile(path):
-        shutil.copyfile(path, os.path.join(staging, saved.PROMPTS, f"{os.path.basename(name)}"
-                                           .removesuffix(".json") + ".json"))
+      if os.path.isfile(path):  # a custom prompt file is kept under its file name
+        target = os.path.basename(name).removesuffix(".json") + ".json"
+        shutil.copyfile(path, os.path.join(staging, saved.PROMPTS, target))
     with open(os.path.join(staging, saved.TRAINING_CONFIG), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=1, sort_keys=True) + "\n")
     results_path = os.path.join(workdir, "results.json")
@@ -145,8 +145,8 @@ def model_card(config: Any, *, step: int, preprocessing: "predict.Preprocessing"
     lines += ["From the run's results.json (copied here), with seeded 95% bootstrap intervals.", "",
               "| metric | value | 95% CI |", "|---|---:|---|"]
     for key, m in metrics.items():
-      ci = ("-" if math.isnan(m.ci_low) or math.isnan(m.ci_high)
-            else f"[{results_lib.fmt(m.ci_low)}, {results_lib.fmt(m.ci_high)}]")
+      no_interval = key.split("/")[-1].startswith("chance") or math.isnan(m.ci_low)
+      ci = "-" if no_interval else f"[{results_lib.fmt(m.ci_low)}, {results_lib.fmt(m.ci_high)}]"
       lines.append(f"| {key} | {results_lib.fmt(m.value)} | {ci} |")
     if data_info:
       lines += ["", "Evaluated splits:", ""]

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
-from clipmed import losses
+from clipmed import errors, losses
 from clipmed.evaluators import metrics as metrics_lib
 from clipmed.evaluators import prompt_sets
 from clipmed.evaluators.base import EvalContext, Metric
@@ -127,6 +127,16 @@ def _raw_norms(model, params, images, ids, mask) -> tuple[np.ndarray, np.ndarray
   return np.asarray(image_norm), np.asarray(text_norm)
 
 
+def check_config(summaries_config) -> None:
+  """Raises ConfigError for config.eval_summaries values that cannot work (before any work)."""
+  for key in ("num_examples", "num_images", "roc_examples"):
+    if int(summaries_config[key]) < 1:
+      raise errors.ConfigError(f"config.eval_summaries.{key}={summaries_config[key]} must be >= 1")
+  if int(summaries_config.roc_examples) < int(summaries_config.num_examples):
+    raise errors.ConfigError("config.eval_summaries.roc_examples must be >= num_examples (the "
+                             "sample is the start of the ROC studies)")
+
+
 def write_eval_summaries(writer, step: int, *, config, dataset, model, embedder, params,
                          results: Mapping[str, Metric]) -> None:
   """Writes the pictures, texts and histograms of the module docstring for one evaluation.
@@ -145,6 +155,9 @@ def write_eval_summaries(writer, step: int, *, config, dataset, model, embedder,
   if not cfg.enabled or not dataset.has_reports:
     return
   split = cfg.split
+  if split not in dataset.splits:
+    raise errors.ConfigError(f"config.eval_summaries.split={split!r}: {dataset.name} has the "
+                             f"splits {list(dataset.splits)}")
   meta = dataset.split_metadata(split)
   total = len(meta["reports"])
   n_roc = min(int(cfg.roc_examples), total)

@@ -50,6 +50,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   state_lib.check_optimizer_config(config.optimizer, config.num_train_steps)
   sharding.logical_rules(config.mesh)
   evaluators.check_evals_config(config.evals)
+  summaries.check_config(config.eval_summaries)
 
 
 @dataclasses.dataclass
