@@ -171,6 +171,11 @@ class Model:
 
   # ------------------------------------------------------------------ texts
 
+  def tokenize(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Report texts -> (input_ids, attention_mask) int32 [M, L], the run's fixed-length
+    tokenisation (what `embed_reports` feeds the text encoder)."""
+    return self._embedder.tokenize([texts] if isinstance(texts, str) else list(texts))
+
   def embed_reports(self, texts: str | Sequence[str]) -> np.ndarray:
     """Report texts -> [M, D] L2-normalised float32 embeddings (the evaluation's tokenisation)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -392,10 +397,11 @@ def load(path: str, step: int | None = None, *, config: Any = None,
     return _load_export(path, batch_size)
   config, model, params, tokenizer, step = restore_workdir(path, step, config)
   prompts, findings = _default_zero_shot(config)
+  prompt_files = run_prompt_files(config)
   return Model(model, params, tokenizer, Preprocessing.from_config(config),
-               prompt_files=run_prompt_files(config), default_prompts=prompts,
-               default_findings=findings or _all_classes(run_prompt_files(config), prompts),
-               step=step, batch_size=batch_size)
+               prompt_files=prompt_files, default_prompts=prompts,
+               default_findings=findings or _all_classes(prompt_files, prompts), step=step,
+               batch_size=batch_size)
 
 
 def _all_classes(prompt_files: Mapping[str, str], prompts: str) -> list[str]:

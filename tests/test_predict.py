@@ -99,6 +99,8 @@ def test_report_embeddings_and_retrieval(model, test_split_files):
   reports = dataset.split_metadata("test")["reports"][:5]
   emb = model.embed_reports(reports)
   assert emb.shape == (5, 16)
+  ids, mask = model.tokenize(reports)
+  assert ids.shape == mask.shape == (5, 32) and ids[0, 0] == model.tokenizer.cls_token_id
   np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
   index, sims = model.retrieve(files[:2], reports, k=3)
   full = model.embed_images(files[:2]) @ emb.T
