@@ -487,8 +487,9 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
   report_emb = model.embed_reports(reports) if reports else None
   classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
   records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
-  bar = tqdm(total=len(files), unit="image", disable=not progress or len(files) < 2,
-             file=sys.stderr)
+  # disable=None: a bar on a terminal only, not in logs.
+  bar = tqdm(total=len(files), unit="image", file=sys.stderr,
+             disable=True if not progress or len(files) < 2 else None)
   for start in range(0, len(files), model.batch_size):
     batch, rows = [], []
     for i in range(start, min(start + model.batch_size, len(files))):
