@@ -237,3 +237,17 @@ def test_load_rejects_what_is_not_a_model(tmp_path):
     predict.load(str(tmp_path / "nowhere"))
   with pytest.raises(errors.UserError, match="no config.json"):
     predict.load(str(tmp_path))
+
+
+def test_a_run_without_config_json_loads_with_its_training_config(tiny_workdir, tiny_data_dir,
+                                                                  model, tmp_path):
+  """Workdirs trained before runs saved config.json: the config file is passed instead."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  old = tmp_path / "old_run"
+  shutil.copytree(tiny_workdir, old, ignore=shutil.ignore_patterns("config.json"))
+  with pytest.raises(errors.ConfigError, match="pass the config it was trained with"):
+    predict.load(str(old))
+  again = predict.load(str(old), config=f"configs/tiny.py:data_dir={tiny_data_dir}")
+  assert again.step == model.step == 6
+  texts = ["Small left pleural effusion."]
+  np.testing.assert_array_equal(again.embed_reports(texts), model.embed_reports(texts))
