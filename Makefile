@@ -17,26 +17,34 @@ help:
 	@echo "make test   - run the test suite (installs the dev extras on first use)"
 	@echo "make clean  - remove .venv, the generated data and the demo workdir"
 
+# pip shows its progress on the first install only; later updates (a requirements file changed)
+# are quiet (`-q`: errors still show).
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "clipmed needs Python >= 3.11, found " + sys.version.split()[0]'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+	@if [ -x $(PY) ]; then echo "Updating .venv: requirements.txt changed."; q=-q; \
+	else echo "Creating .venv and installing clipmed's requirements (first run only, a few minutes)."; \
+	  $(PYTHON) -m venv $(VENV) && q=; fi; \
+	$(PY) -m pip install $$q --disable-pip-version-check --upgrade pip && \
+	$(PY) -m pip install $$q --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install -r requirements-dev.txt
-	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-nodeps.txt
+	@if [ -f $@ ]; then echo "Updating the test extras: requirements-dev.txt changed."; q=-q; \
+	else echo "Installing the test extras (first run only)."; q=; fi; \
+	$(PY) -m pip install $$q --disable-pip-version-check -r requirements-dev.txt && \
+	$(PY) -m pip install $$q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(PY) -m clipmed.main --config=configs/demo.py$(if $(DEMO_ARGS),:$(DEMO_ARGS)) --workdir=$(WORKDIR)
+	@echo "make demo: training and evaluating the demo model on SynthCXR into $(WORKDIR) (configs/demo.py)."
+	@$(PY) -m clipmed.main --config=configs/demo.py$(if $(DEMO_ARGS),:$(DEMO_ARGS)) --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	@echo "make test: running the test suite with pytest ($(TEST_WORKERS) worker processes)."
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data $(WORKDIR)

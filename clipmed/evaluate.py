@@ -6,6 +6,7 @@ Use the same config (and arguments) the checkpoint was trained with.
 """
 
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,13 +24,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  console.quiet_library_logs()
+  console.setup_logging()
   from clipmed import train  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(_WORKDIR.value)
   with console.user_errors_exit():
     train.evaluate_checkpoint(console.config_value(_CONFIG), workdir, _STEP.value)
-  console.print_results(workdir)
+  console.print_summary(workdir, evaluate_args=sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ and workdir to clipmed.train.
 """
 
 import os
+import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,7 +27,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  console.quiet_library_logs()
+  start = time.perf_counter()
+  console.setup_logging()
   with console.user_errors_exit():
     config = console.config_value(_CONFIG)
   if config.deterministic:  # read by XLA when the backend starts, so before the first jax call
@@ -43,7 +46,8 @@ def main(argv):
   with console.user_errors_exit():
     results = train.train_and_evaluate(config, workdir)
   if results and jax.process_index() == 0:
-    console.print_results(workdir)
+    console.print_summary(workdir, evaluate_args=console.evaluate_args(sys.argv),
+                          steps=config.num_train_steps, seconds=time.perf_counter() - start)
 
 
 if __name__ == "__main__":

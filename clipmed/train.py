@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import functools
 import os
+import time
 from typing import Any
 
 import jax
@@ -17,8 +18,8 @@ import flax.linen as nn
 
 import input_pipeline
 from clipmed import batch as batch_lib
-from clipmed import checkpointing, evaluators, losses, sharding, state as state_lib, summaries
-from clipmed import train_step
+from clipmed import checkpointing, evaluators, losses, progress, sharding, state as state_lib
+from clipmed import summaries, train_step
 from clipmed.errors import ConfigError, NonFiniteError
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
@@ -88,8 +89,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   loss_spec = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
-  logging.info("Mesh %s over %d devices (%d processes).", dict(mesh.shape), jax.device_count(),
-               jax.process_count())
 
   root = jax.random.key(config.seed)
   init_rng, data_rng, train_rng = jax.random.split(root, 3)
@@ -120,7 +119,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   state, state_shardings = state_lib.create_sharded_state(
       init_params, tx, init_rng, mesh, rules, params_transform=load_pretrained)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
-  logging.info("Model has %.2fM parameters.", num_params / 1e6)
+  processes = jax.process_count()
+  _tell(f"Model: {num_params / 1e6:.2f}M parameters; mesh {dict(mesh.shape)} over "
+        f"{jax.device_count()} devices ({processes} process{'es' if processes > 1 else ''}).")
   return Setup(mesh=mesh, rules=rules, data_axes=sharding.data_axes(config.mesh),
                batch_sharding=sharding.batch_sharding(mesh, config.mesh), dataset=dataset,
                batch_spec=batch_spec, loss_spec=loss_spec, model=model, schedule=schedule,
@@ -239,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   restored = ckpt.restore_latest(state, train_iter)
   if restored is not None:
     step, state = restored
-    logging.info("Resumed from the checkpoint at step %d in %s.", step, ckpt.directory)
+    _tell(f"Resumed from the checkpoint at step {step} in {ckpt.directory}.")
   initial_step = int(state.step)
 
   p_train_step = jax.jit(
@@ -255,10 +256,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   watch = _NonFiniteWatch(config.max_consecutive_nonfinite_steps)
   train_rng, data_axes = s.train_rng, s.data_axes
 
-  logging.info("Training from step %d to %d.", initial_step, config.num_train_steps)
   train_metrics, term_sums = None, None
   last_step = config.num_train_steps
-  with mesh, nn.logical_axis_rules(s.rules):
+  bar = progress.Progress(last_step, "train", "steps", initial=initial_step,
+                          every=config.log_every_steps, enabled=is_main)
+  if initial_step < last_step:
+    bar.write(f"Training steps {initial_step + 1}-{last_step} (the first step compiles: "
+              "it takes longer).")
+  with mesh, nn.logical_axis_rules(s.rules), bar:
     for step in range(initial_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
@@ -278,12 +283,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise error
       report_progress(step)
       if step % config.log_every_steps == 0 or step == last_step:
-        writer.write_scalars(step, _train_scalars(train_metrics, term_sums))
+        scalars = _train_scalars(train_metrics, term_sums)
+        writer.write_scalars(step, scalars)
+        bar.set_postfix(loss=scalars["train/loss"], lr=scalars["train/learning_rate"])
         train_metrics, term_sums = None, None
+      bar.update()
       preempted = ckpt.reached_preemption(step)
       if ckpt.should_save(step, last_step) or preempted:
         with report_progress.timed("checkpoint"):
           ckpt.save(step, state, train_iter, force=preempted)
+        if step != last_step:
+          bar.write(f"step {step}: checkpoint -> {ckpt.directory}")
       if preempted:
         ckpt.wait_until_finished()
         logging.warning("Stopped at step %d after a preemption signal; rerun the same command "
@@ -293,15 +303,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return {}
       if runner.due(step) and step != last_step:
         with report_progress.timed("eval"):
-          results = runner.run(step, **embedder.bind(state.params), only_due=True)
+          results = _timed_eval(bar, step, lambda: runner.run(
+              step, **embedder.bind(state.params), only_due=True))
           writer.write_scalars(step, runner.scalars(results))
           summaries.write_eval_summaries(writer, step, config=config, dataset=s.dataset,
                                          model=s.model, embedder=embedder, params=state.params,
                                          results=results)
 
     ckpt.wait_until_finished()
-    logging.info("Evaluating the final model (step %d).", int(state.step))
-    results = runner.run(int(state.step), **embedder.bind(state.params), only_due=False)
+    bar.close()
+    results = _timed_eval(bar, int(state.step), lambda: runner.run(
+        int(state.step), **embedder.bind(state.params), only_due=False))
     summaries.write_eval_summaries(writer, int(state.step), config=config, dataset=s.dataset,
                                    model=s.model, embedder=embedder, params=state.params,
                                    results=results)
@@ -310,6 +322,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     runner.write(workdir, results, int(state.step))
   writer.flush()
   ckpt.close()
+  return results
+
+
+def _tell(message: str) -> None:
+  """A status line on process 0's console; an INFO log line on the other processes."""
+  if jax.process_index() == 0:
+    progress.say(message)
+  else:
+    logging.info(message)
+
+
+def _timed_eval(bar: progress.Progress, step: int, run) -> dict[str, Any]:
+  """Runs an evaluation with a status line before and after it (above the training bar)."""
+  bar.write(f"step {step}: evaluating ...")
+  start = time.perf_counter()
+  results = run()
+  bar.write(f"step {step}: evaluated {len(results)} metrics in "
+            f"{time.perf_counter() - start:.0f} s")
   return results
 
 
@@ -334,7 +364,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   s = setup(config, workdir, training=False)
   ckpt = _checkpointer(config, workdir, save_data_iterator=False, read_only=True)
   step, state = ckpt.restore_state(s.state, step)
-  logging.info("Evaluating the checkpoint at step %d in %s.", step, ckpt.directory)
+  _tell(f"Evaluating the checkpoint at step {step} in {ckpt.directory}.")
   runner = make_runner(config, s)
   embedder = make_embedder(config, s)
   with s.mesh, nn.logical_axis_rules(s.rules):

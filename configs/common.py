@@ -92,7 +92,10 @@ def base_config() -> ml_collections.ConfigDict:
       # otherwise the model can tell them apart by format alone.
       text_field="report",
       tokenizer="",  # "" = the dataset's own WordPiece; else a local path or hub id
-      uncertain_as=1.0,  # "U-ones": uncertain mentions count as positive in the clinical vector
+      # Uncertain (-1) labels in the clinical vector and the evaluation labels: "ones" (U-Ones,
+      # as positive), "zeros" (U-Zeros, as negative) or "ignore" (U-Ignore: left out of the
+      # evaluation of that class, nothing in the clinical vector); clipmed.report.chexpert.
+      uncertain_as="ones",
       augment=dict(enabled=True, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1),
                    rotation_degrees=5.0, brightness=0.1, contrast=0.1),
       worker_count=0,  # Grain worker processes; a checkpoint only resumes with the same count

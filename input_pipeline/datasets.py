@@ -66,11 +66,17 @@ class Dataset:
                                   class_names=self.class_names, batch_size=batch_size)
 
   def split_metadata(self, split: str) -> dict[str, Any]:
-    """reports, labels [N, K] (labeler convention), study_ids and extras of a split (cached)."""
+    """reports, labels [N, K] (labeler convention), study_ids and extras of a split (cached).
+
+    The labels have config.data.uncertain_as applied (chexpert.apply_uncertainty_policy), as
+    the training targets do: the evaluators see -1 only under "ignore", and leave it out.
+    """
     if split not in self._metadata:
       text_field = self.data_config.text_field if self.has_reports else None
       meta = dict(pipeline.split_metadata(self.source(split), text_field=text_field,
                                           num_classes=len(self.class_names)))
+      meta["labels"] = chexpert.apply_uncertainty_policy(meta["labels"],
+                                                         self.data_config.uncertain_as)
       meta.setdefault("extras", {})
       self._metadata[split] = meta
     return self._metadata[split]

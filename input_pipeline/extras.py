@@ -98,7 +98,7 @@ def has_negative(example: Mapping[str, Any], split: str) -> bool:
 
 
 def negative_fields(example: Mapping[str, Any], tokenize: Callable[[str], tuple[Any, Any]], *,
-                    class_names: tuple[str, ...], uncertain_as: float,
+                    class_names: tuple[str, ...], uncertain_as: str | float,
                     split: str) -> dict[str, np.ndarray]:
   """The `negative` report fields of one example: input_ids, attention_mask [L], labels [K].
 
@@ -106,7 +106,7 @@ def negative_fields(example: Mapping[str, Any], tokenize: Callable[[str], tuple[
     example: a dataset row with neg_report, neg_labels and neg_source.
     tokenize: the report tokenizer, text -> (ids [L], mask [L]) (transforms.TextTokenizer).
     class_names: the dataset's K label classes.
-    uncertain_as: value of uncertain mentions in the clinical vector (config.data.uncertain_as).
+    uncertain_as: the uncertainty policy of the clinical vector (config.data.uncertain_as).
     split: split name, for messages.
   """
   if has_negative(example, split):

@@ -138,7 +138,7 @@ def _check_writable(data_dir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  console.quiet_library_logs()
+  console.setup_logging()
   options = {name: flag.value for name, flag in _OPTIONS.items() if flag.value is not None}
   with console.user_errors_exit():
     summary = prepare(_DATASET.value, manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,

@@ -291,7 +291,7 @@ class ExampleSpec:
   class_names: tuple[str, ...]
   mean: float
   std: float
-  uncertain_as: float
+  uncertain_as: str               # uncertainty policy (chexpert.UNCERTAINTY_POLICIES)
   augment: AugmentParams | None   # None: no augmentation (plain resize)
   text_field: str                 # the field tokenised as the report (TEXT_FIELDS)
 
@@ -308,7 +308,8 @@ class ExampleSpec:
                        "label classes")
     return cls(split=split, batch=batch, class_names=tuple(class_names),
                mean=float(data_config.mean), std=float(data_config.std),
-               uncertain_as=float(data_config.uncertain_as), augment=augment,
+               uncertain_as=chexpert.uncertainty_policy(data_config.uncertain_as),
+               augment=augment,
                text_field=str(data_config.text_field))
 
 
@@ -325,6 +326,10 @@ def check_data_config(data_config: Any) -> None:
   if int(data_config.image_size) < 8 or int(data_config.channels) not in (1, 3):
     raise errors.ConfigError(f"config.data.image_size must be >= 8 and config.data.channels 1 "
                              f"or 3, got {data_config.image_size} and {data_config.channels}")
+  try:
+    chexpert.uncertainty_policy(data_config.uncertain_as)
+  except ValueError as e:
+    raise errors.ConfigError(f"config.data.{e}") from None
   if data_config.augment.enabled:
     AugmentParams.from_config(data_config.augment)
 

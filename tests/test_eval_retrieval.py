@@ -62,13 +62,15 @@ def test_retrieval_metrics_hand_computed(monkeypatch):
   assert out["chance@1"].value == pytest.approx(1 / 3, abs=0.05)
   assert out["chance@3"].value == pytest.approx(5 / 6, abs=0.05)
   assert out["chance@1"].ci_low == out["chance@1"].ci_high == out["chance@1"].value
-  # Binary vectors (U-ones, No Finding rule): {Card}, {No Finding}, {Card}, {Card, Edema}.
-  # Top-2: q0 -> {0, 2} both equal; q1 -> {0, 2} none; q2 -> {1, 3} none; q3 -> {0, 2} none.
+  # Binary vectors (No Finding rule): {Card}, {No Finding}, {Card?}, {Card, Edema}.
+  # Top-2: q0 -> {0, 2} both equal (2's Card left out); q1 -> {0, 2} none (No Finding differs);
+  # q2 -> {1, 3} none; q3 -> {0, 2} none (Edema differs).
   assert out["precision@2"].value == pytest.approx(0.25)
-  # Top-1 reports 0, 0, 1, 0: TP 1, 0, 0, 1; predicted 1 each; true 1, 1, 1, 2.
+  # A -1 that reaches an evaluator is U-Ignore's: query 2's Cardiomegaly is compared with nothing.
+  # Top-1 reports 0, 0, 1, 0: TP 1, 0, 0, 1; predicted 1 each; true 1, 1, 0, 2.
   assert out["label_precision"].value == pytest.approx(2 / 4)
-  assert out["label_recall"].value == pytest.approx(2 / 5)
-  assert out["label_f1"].value == pytest.approx(4 / 9)
+  assert out["label_recall"].value == pytest.approx(2 / 4)
+  assert out["label_f1"].value == pytest.approx(4 / 8)
   for key in ("recall@1", "label_f1"):
     assert out[key].ci_low <= out[key].value <= out[key].ci_high
 

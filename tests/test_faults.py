@@ -69,16 +69,17 @@ def _finalized_steps(checkpoints: str) -> list[int]:
 
 
 class _Child:
-  """A training process whose stderr goes to a file, to be stopped at a chosen moment."""
+  """A training process whose output (stdout and stderr) goes to a file, to be stopped at a chosen
+  moment."""
 
   def __init__(self, args: list[str], env: dict[str, str], log: str):
     self._log = log
     self._text = ""
     with open(log, "w") as f:
-      self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f)
+      self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
 
   def text(self) -> str:
-    """Its stderr so far (read incrementally: this is polled every millisecond)."""
+    """Its output so far (read incrementally: this is polled every millisecond)."""
     with open(self._log, errors="replace") as f:
       f.seek(len(self._text.encode()))
       self._text += f.read()
@@ -123,8 +124,8 @@ def _assert_same_losses(workdir: str, expected: dict[int, float]) -> None:
   assert not different, f"(resumed, uninterrupted) losses differ at steps {different}"
 
 
-def _resumed_step(stderr: str) -> int | None:
-  match = re.search(r"Resumed from the checkpoint at step (\d+)", stderr)
+def _resumed_step(output: str) -> int | None:
+  match = re.search(r"Resumed from the checkpoint at step (\d+)", output)
   return int(match.group(1)) if match else None
 
 
@@ -154,7 +155,7 @@ def test_sigkill_at_any_moment_resumes_from_the_latest_complete_checkpoint_exact
 
   # (c) During the final evaluation (the last checkpoint is complete by then).
   child = _Child(args, env, str(tmp_path / "c.log"))
-  child.kill_when(lambda: "Evaluating the final model" in child.text(),
+  child.kill_when(lambda: f"step {STEPS}: evaluating" in child.text(),
                   lambda: not os.path.exists(os.path.join(workdir, "results.json")))
   assert _resumed_step(child.text()) == kept
   warnings = [line for line in child.text().splitlines() if "Skipping incomplete" in line]
@@ -164,7 +165,7 @@ def test_sigkill_at_any_moment_resumes_from_the_latest_complete_checkpoint_exact
 
   proc = _run(args, env)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  assert _resumed_step(proc.stderr) == STEPS
+  assert _resumed_step(proc.stdout) == STEPS
   assert os.path.exists(os.path.join(workdir, "results.json"))
   _assert_same_losses(workdir, expected)
 
@@ -207,7 +208,7 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint_and_exits_2(
     {args} 2> {out}/err1; echo $? > {out}/rc1
     cp -a {checkpoints} {out}/after_failure
     mount -o remount,size=64m {checkpoints} || exit 98
-    {args} 2> {out}/err2; echo $? > {out}/rc2
+    {args} > {out}/out2 2> {out}/err2; echo $? > {out}/rc2
   """
   proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
@@ -226,7 +227,7 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint_and_exits_2(
 
   err2 = (out / "err2").read_text()
   assert (out / "rc2").read_text().strip() == "0", err2[-4000:]
-  assert _resumed_step(err2) == kept
+  assert _resumed_step((out / "out2").read_text()) == kept
   _assert_same_losses(str(workdir), expected)
 
 
@@ -262,7 +263,8 @@ def test_unwritable_workdir_fails_before_data_preparation(tmp_path, env):
   assert _error_lines(proc.stderr) == [
       f"error: cannot write to --workdir={blocker}/run: Not a directory; choose a directory you "
       f"can create and write to"]
-  assert "Mesh" not in proc.stderr and "Traceback" not in proc.stderr  # nothing was set up
+  assert "Traceback" not in proc.stderr
+  assert "Model:" not in proc.stdout and not os.path.exists(tiny_data_dir)  # nothing was set up
 
   readonly = tmp_path / "readonly"
   if not _can_mount_tmpfs(str(readonly)):
@@ -275,7 +277,7 @@ def test_unwritable_workdir_fails_before_data_preparation(tmp_path, env):
   assert _error_lines(proc.stderr) == [
       f"error: cannot write to --workdir={readonly}: Read-only file system; choose a directory "
       f"you can create and write to"]
-  assert "Mesh" not in proc.stderr
+  assert "Model:" not in proc.stdout and not os.path.exists(tiny_data_dir)
 
 
 _TWO_PROCESS_RUN = """

@@ -65,6 +65,11 @@ def test_paper_eval_on_prepared_fakes(tmp_path):
               "normal_openi/openi/accuracy"):
     assert key in metrics, key
   assert not any(key.split("/")[1] == "chexpert_plus" for key in metrics)
+  # clipmed.evaluate saves the per-example scores of every evaluation next to results.json.
+  saved = results_lib.read_examples(workdir)
+  assert ("adversarial_cxr14", "cxr14") in saved and ("zs_rsna", "rsna_pneumonia") in saved
+  assert (len(saved[("zs_rsna", "rsna_pneumonia")]["study_ids"])
+          == data["rsna_pneumonia/test"]["images"])
   # The evaluated splits are named by the hashes the builders stored: same images, same hash.
   assert data["rsna_pneumonia/test"]["image_id_sha256"] == hashes["rsna_pneumonia"]["test"]
   assert data["mimic_cxr/test"]["image_id_sha256"] == hashes["mimic_cxr"]["test"]

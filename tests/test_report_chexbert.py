@@ -93,3 +93,32 @@ def test_from_checkpoint_and_label(tiny, tmp_path):
   from clipmed.errors import UserError
   with pytest.raises(UserError, match="does not exist"):
     chexbert_labeler.CheXbertLabeler.from_checkpoint(str(tmp_path / "missing.pth"), str(vocab))
+
+
+def test_measure_script_compares_chexbert_with_the_rules(tiny, tmp_path, capsys):
+  # scripts/measure_report_quality.py --openi ... --chexbert ... on four reports written here,
+  # with the tiny random checkpoint: the tables are printed for CheXbert and the agreement.
+  import csv
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+  import measure_report_quality  # pylint: disable=import-outside-toplevel
+  _, state = tiny
+  torch.save({"model_state_dict": state}, tmp_path / "chexbert.pth")
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+  csv_path = tmp_path / "reports.csv"
+  with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["uid", "findings", "impression", "mesh", *chexpert.CATEGORIES])
+    for uid, text in enumerate(["Mild cardiomegaly.", "No pneumothorax.",
+                                "Small left effusion.", "No effusion."]):
+      writer.writerow([uid, text, "", ""] + [""] * chexpert.NUM_CATEGORIES)
+  measure_report_quality.main(["--openi", str(csv_path), "--chexbert",
+                               str(tmp_path / "chexbert.pth"), "--vocab", str(vocab),
+                               "--chexbert_heads", "4"])
+  out = capsys.readouterr().out
+  assert "CheXbert: F1 of positive-or-uncertain vs MeSH positives" in out
+  agreement = out.split("CheXbert labels+")[1]
+  for name in chexpert.CATEGORIES:
+    assert name in agreement

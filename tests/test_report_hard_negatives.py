@@ -145,3 +145,41 @@ def test_process_reports_fields():
   assert records[1]["neg_source"] == "negated"
   assert records[2]["neg_source"] == "negated"
   assert records[2]["neg_labels"][chexpert.INDEX[records[2]["neg_entity"]]] == 0.0
+
+
+def test_report_about_one_entity_gets_no_empty_omitted_report():
+  # Every sentence is about the mass: omitting it would leave nothing, so no triplet.
+  report = "Large right upper lobe mass. The mass abuts the minor fissure."
+  assert hard_negatives.make_hard_negative(report, np.random.default_rng(0)) is None
+  # With another finding either entity can go, and r^r keeps the other one's sentence.
+  entities = set()
+  for seed in range(8):
+    hn = hard_negatives.make_hard_negative(report + " Small left pleural effusion.",
+                                           np.random.default_rng(seed))
+    assert hn is not None and hn.omitted.strip() and hn.negated != hn.report
+    entities.add(hn.entity)
+  assert entities == {"Lung Lesion", "Pleural Effusion"}
+
+
+def test_entity_sharing_a_sentence_is_trimmed_not_dropped():
+  # Opacity and atelectasis share the hedge; dropping the sentence would lose the uncertain
+  # atelectasis, so only the opacity's words go ("Possible atelectasis.").
+  report = ("Patchy left basilar opacity. Possible scarring or atelectasis. Heart size is normal. "
+            "No pleural effusion.")
+  hn = hard_negatives.make_hard_negative(report, np.random.default_rng(0))
+  assert hn is not None and hn.entity == "Lung Opacity"
+  assert "Possible atelectasis." in hn.omitted and "scarring" not in hn.omitted.lower()
+  omitted = labeler.label_text(hn.omitted)
+  assert math.isnan(omitted[chexpert.INDEX["Lung Opacity"]])
+  assert omitted[chexpert.INDEX["Atelectasis"]] == -1.0
+
+
+def test_cli_builders_and_triplets_share_the_rule():
+  # The CXR-Align triplets and the builders' per-study processing both call make_hard_negative:
+  # the same cleaned report and seed give the same r^n.
+  text = ABNORMAL[0]
+  triplet = hard_negatives.cxr_align_triplets([text], seed=4)[0]
+  direct = hard_negatives.make_hard_negative(text, np.random.default_rng([4, 0]))
+  assert (triplet["negated"], triplet["omitted"]) == (direct.negated, direct.omitted)
+  record = processing.process_report(text, rng=np.random.default_rng([4, 0]))
+  assert record["neg_report"] == direct.negated and record["neg_entity"] == direct.entity

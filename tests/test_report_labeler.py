@@ -85,13 +85,47 @@ def _check(text: str, expected: dict[str, float], absent: tuple[str, ...] = ()):
     ("The mediastinal contours are normal.", {"Enlarged Cardiomediastinum": N}),
     ("Heart size and pulmonary vascular engorgement appear within limits of normal.",
      {"Cardiomegaly": N, "Edema": N}),
+    # Normal and enlarged offered as alternatives: uncertain, whichever comes first.
+    ("Heart size is normal or slightly enlarged.", {"Cardiomegaly": U}),
+    ("The heart is mildly enlarged or at the upper limits of normal.", {"Cardiomegaly": U}),
+    ("The mediastinum is normal or minimally widened.", {"Enlarged Cardiomediastinum": U}),
+    ("Heart size is normal. No effusion or pneumothorax.",
+     {"Cardiomegaly": N, "Pleural Effusion": N, "Pneumothorax": N}),
 ])
 def test_mention_status(text, expected):
   _check(text, expected)
 
 
+# Lung Lesion follows CheXpert's mention list (nodule, mass, nodular density / opacity /
+# opacification, lump, cavitary lesion, carcinoma, neoplasm, tumor) and its synonyms; the
+# sentences are written for this test, not taken from any dataset.
+@pytest.mark.parametrize("text, expected", [
+    ("Dense 8 mm right lower lobe nodule.", {"Lung Lesion": P}),
+    ("A 9 mm nodular opacification at the left apex.", {"Lung Lesion": P, "Lung Opacity": P}),
+    ("Ill-defined nodular densities in both mid lungs.", {"Lung Lesion": P, "Lung Opacity": P}),
+    ("Spiculated left hilar mass.", {"Lung Lesion": P}),
+    ("Cavitary lesion in the right apex.", {"Lung Lesion": P}),
+    ("Innumerable pulmonary metastases.", {"Lung Lesion": P}),
+    ("Known bronchogenic carcinoma of the right upper lobe.", {"Lung Lesion": P}),
+    ("Right upper lobe tumour.", {"Lung Lesion": P}),
+    ("Rounded opacity may represent a neoplasm.", {"Lung Lesion": U, "Lung Opacity": P}),
+    ("Possible pulmonary nodule.", {"Lung Lesion": U}),
+    ("A mass cannot be excluded.", {"Lung Lesion": U}),
+    ("No suspicious nodules or masses.", {"Lung Lesion": N}),
+])
+def test_lung_lesion_vocabulary(text, expected):
+  _check(text, expected)
+
+
 @pytest.mark.parametrize("text, absent", [
     ("Scattered calcified nodules from prior granulomatous disease.", ("Lung Lesion",)),
+    ("Calcified granuloma in the left lower lobe.", ("Lung Lesion",)),
+    ("Old granulomatous disease.", ("Lung Lesion",)),
+    ("The cavity in the right apex is smaller.", ("Lung Lesion",)),
+    ("There is no mass effect on the trachea.", ("Lung Lesion",)),
+    ("Soft tissue mass of the neck.", ("Lung Lesion",)),
+    ("Diffuse reticulonodular pattern.", ("Lung Lesion",)),
+    ("Several radiopaque densities over the left chest wall.", ("Lung Opacity",)),
     ("Small pericardial effusion.", ("Pleural Effusion",)),
     ("Compression collapse of the T8 vertebral body.", ("Atelectasis",)),
     ("Soft tissue edema of the chest wall.", ("Edema",)),
@@ -104,6 +138,71 @@ def test_mention_status(text, expected):
 ])
 def test_context_exclusions(text, absent):
   _check(text, {}, absent)
+
+
+# A nodule its clause (or the next sentence, pointing back) names a calcified granuloma is a
+# calcified nodule: out of Lung Lesion (CheXpert's unmention "calcified nodul"); its Lung Opacity
+# mention stays, as in CheXpert. Naming a different finding, or an uncalcified granuloma, does not.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("A 5 mm nodule at the right base, probably a calcified granuloma.", {}, ("Lung Lesion",)),
+    ("Nodular density over the left apex, XXXX an old calcified granuloma.",
+     {"Lung Opacity": P}, ("Lung Lesion",)),
+    ("Tiny nodules in both upper lobes are consistent with calcified healed granulomas.", {},
+     ("Lung Lesion",)),
+    ("Two small nodules in the lingula. These are likely calcified granulomas.", {},
+     ("Lung Lesion",)),
+    ("Right upper lobe nodule. It most likely represents a calcified granuloma.", {},
+     ("Lung Lesion",)),
+    ("New 12 mm nodule in the right upper lobe and a calcified granuloma at the left base.",
+     {"Lung Lesion": P}, ()),
+    ("Right upper lobe nodule, possibly a granuloma.", {"Lung Lesion": P}, ()),
+    ("Left lower lobe nodule. A calcified granuloma is again seen in the right apex.",
+     {"Lung Lesion": P}, ()),
+])
+def test_nodule_named_calcified_granuloma(text, expected, absent):
+  _check(text, expected, absent)
+
+
+# A density placed outside the lungs is not a Lung Opacity.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("Faint 4 mm density on the lateral view, probably within the pyriform sinus.", {},
+     ("Lung Opacity",)),
+    ("Rounded density seen in the region of the upper abdomen.", {}, ("Lung Opacity",)),
+    ("Patchy density in the right lower lobe.", {"Lung Opacity": P}, ()),
+])
+def test_extrapulmonary_density(text, expected, absent):
+  _check(text, expected, absent)
+
+
+# Pleural scarring is not a Lung Opacity (CheXpert's unmention "pleural scar"), also when a clause
+# says what a pleural finding is; scarring in another clause, or next to it, still is.
+@pytest.mark.parametrize("text, expected, absent", [
+    ("Right apical pleural thickening, probably old scarring.", {"Pleural Other": P},
+     ("Lung Opacity",)),
+    ("The pleural thickening along the left lateral chest wall is likely scarring.",
+     {"Pleural Other": P}, ("Lung Opacity",)),
+    ("Pleural thickening at the right apex and there is scarring in the left base.",
+     {"Pleural Other": P, "Lung Opacity": P}, ()),
+    ("Pleural thickening with adjacent parenchymal scarring in the lingula.",
+     {"Pleural Other": P, "Lung Opacity": P}, ()),
+])
+def test_pleural_scarring(text, expected, absent):
+  _check(text, expected, absent)
+
+
+# Combined reports: the sections of other examinations ("Left hip.", "2. Lumbar spine.") are not
+# read; a chest heading resumes reading.
+def test_combined_report_reads_only_the_chest_examination():
+  report = ("Chest. Heart size is normal. The lungs are clear. Right hip. A total hip "
+            "arthroplasty is in place. There is an old fracture of the greater trochanter. "
+            "CHEST. No pleural effusion.")
+  _check(report, {"No Finding": P, "Pleural Effusion": N}, ("Support Devices", "Fracture"))
+  _check("1. Chest. Healing left rib fracture. 2. Lumbar spine. Compression fracture of L2.",
+         {"Fracture": P})
+  _check("1. Chest. No acute disease. 2. Lumbar spine. Compression fracture of L2.",
+         {"No Finding": P}, ("Fracture",))
+  # A sentence that merely names the chest is not a heading that hides anything.
+  _check("Normal chest. Small left effusion.", {"Pleural Effusion": P})
 
 
 def test_aggregation_positive_beats_uncertain_beats_negative():

@@ -181,10 +181,10 @@ def test_resume_after_sigterm_gives_the_losses_of_an_uninterrupted_run(tiny_data
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   child = subprocess.Popen([sys.executable, "-m", "clipmed.main", *args,
                             f"--workdir={interrupted}"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 600
-  for line in child.stderr:  # absl logs to stderr; send SIGTERM once training is under way
-    if "train/loss" in line and "] [" in line or time.time() > deadline:
+  for line in child.stdout:  # plain progress lines; send SIGTERM once training is under way
+    if line.startswith("train: ") or time.time() > deadline:
       child.send_signal(signal.SIGTERM)
       break
   _, err = child.communicate(timeout=600)

@@ -7,7 +7,7 @@ checkpoint share the same embeddings.
 
 import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import ml_collections
@@ -111,6 +111,8 @@ class EvalContext:
     self.class_names = tuple(class_names)
     self._splits: dict[str, SplitData] = {}
     self._text_cache = {} if text_cache is None else text_cache
+    # evaluation name -> its per-example arrays (record); the runner saves them.
+    self.examples: dict[str, dict[str, np.ndarray]] = {}
 
   def columns(self, names: Sequence[str], where: str) -> list[int]:
     """Indices of `names` among the dataset's classes; ConfigError naming `where` otherwise."""
@@ -141,6 +143,18 @@ class EvalContext:
     if name not in self._splits:
       self._splits[name] = self._load_split(self, name)
     return self._splits[name]
+
+  def record(self, evaluator: "Evaluator", data: SplitData,
+             examples: Mapping[str, Any]) -> None:
+    """Keeps an evaluation's per-example arrays (row i = data.study_ids[i]) for the runner to save.
+
+    `examples` must hold everything `type(evaluator).statistics` needs to recompute the task's
+    bootstrap metrics; the task name, the split and the study ids are added here.
+    """
+    out = {key: np.asarray(value) for key, value in examples.items()}
+    out.update(task=np.asarray(evaluator.task), split=np.asarray(data.split),
+               study_ids=np.asarray(data.study_ids, dtype=str))
+    self.examples[evaluator.name] = out
 
   def encode_text(self, texts: Sequence[str]) -> np.ndarray:
     """[M] texts -> [M, D] L2-normalised embeddings; each distinct text is embedded once."""
@@ -178,4 +192,16 @@ class Evaluator(abc.ABC):
 
   @abc.abstractmethod
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
-    """Returns metric name -> Metric (names without the task/dataset prefix)."""
+    """Returns metric name -> Metric (names without the task/dataset prefix).
+
+    A task records its per-example arrays with `ctx.record` and computes its bootstrap metrics
+    with `statistics` of those arrays, so that saved examples reproduce them without the model.
+    """
+
+  @staticmethod
+  def statistics(examples: Mapping[str, np.ndarray]
+                 ) -> Callable[[np.ndarray], Mapping[str, np.ndarray]]:
+    """The task's weighted statistics (metrics.StatFn: w [R, N] -> {metric: [R]}) computed from
+    the per-example arrays it records; constants (chance rates) are not among them. A task that
+    records no examples leaves this unimplemented (paired comparisons then skip it)."""
+    raise NotImplementedError

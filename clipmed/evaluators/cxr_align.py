@@ -17,6 +17,7 @@ reuses them for every later checkpoint.
 For each triplet (image, r, alternative) the model is right when sim(image, r) > sim(image,
 alternative) (a tie is wrong). Metrics: "task_a" and "task_b" accuracy over the studies that have
 the alternative, with paired bootstrap intervals, and "chance" (0.5).
+Per-example arrays recorded: has_task_a, correct_task_a, has_task_b, correct_task_b, labels.
 """
 
 import time
@@ -96,20 +97,25 @@ class CxrAlign(Evaluator):
                    data.dataset, data.split, time.perf_counter() - start)
     return self._built[key]
 
+  @staticmethod
+  def statistics(examples):
+    def stat_fn(w):
+      return {task: metrics.weighted_mean(examples[f"correct_{task}"],
+                                          w * examples[f"has_{task}"][None, :])
+              for task in TASK_KEYS}
+    return stat_fn
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)
     extras = self._triplets(data, ctx.seed)
-    masks, correct = {}, {}
+    examples = {"labels": data.labels}
     for task, key in TASK_KEYS.items():
-      masks[task], correct[task] = triplet_correct(
-          ctx, data.image, extras[REPORT_KEY], extras[key], data.study_ids)
-      logging.info("cxr_align %s: %d triplets", task, int(masks[task].sum()))
-
-    def stat_fn(w):
-      return {task: metrics.weighted_mean(correct[task], w * masks[task][None, :])
-              for task in TASK_KEYS}
-
-    results = metrics.bootstrap(stat_fn, data.num_studies,
+      has, correct = triplet_correct(ctx, data.image, extras[REPORT_KEY], extras[key],
+                                     data.study_ids)
+      examples[f"has_{task}"], examples[f"correct_{task}"] = has, correct
+      logging.info("cxr_align %s: %d triplets", task, int(has.sum()))
+    ctx.record(self, data, examples)
+    results = metrics.bootstrap(self.statistics(examples), data.num_studies,
                                 num_resamples=self.config.num_bootstrap, seed=ctx.seed)
     results["chance"] = metrics.constant(0.5)
     return results

@@ -16,7 +16,9 @@ deterministically. Subsets are stratified by each study's rarest positive class 
 positives form one stratum), allocated by largest remainder (ties to the smaller stratum), so
 rare classes keep their share.
 Metrics, with the zero-shot definitions on `split`: "<p>pct/auroc/<class slug>" and
-"<p>pct/mean_auroc" for each fraction, e.g. "1pct/mean_auroc".
+"<p>pct/mean_auroc" for each fraction, e.g. "1pct/mean_auroc"; all fractions share one set of
+bootstrap resamples. Per-example arrays recorded: scores_<p>pct [N, K] test logits per fraction,
+fractions, positive, counted, labels, classes.
 """
 
 import time
@@ -28,6 +30,7 @@ import optax
 from absl import logging
 
 from clipmed import errors
+from clipmed.evaluators import metrics
 from clipmed.evaluators import zero_shot
 from clipmed.evaluators.base import EvalContext, Evaluator, Metric
 
@@ -143,6 +146,15 @@ class LinearProbe(Evaluator):
       if not 0 < fraction <= 1:
         raise errors.ConfigError(f"config.evals.{self.name}.fractions: {fraction} is not in (0, 1]")
 
+  @staticmethod
+  def statistics(examples):
+    classes = [str(c) for c in examples["classes"]]
+    per_fraction = {str(p): zero_shot.auroc_statistics(examples["positive"], examples["counted"],
+                                                        examples[f"scores_{p}"], classes)
+                    for p in examples["fractions"]}
+    return lambda w: {f"{p}/{k}": v for p, stat_fn in per_fraction.items()
+                      for k, v in stat_fn(w).items()}
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     train = ctx.split(self.config.train_split)
     test = ctx.split(self.config.split)
@@ -150,17 +162,19 @@ class LinearProbe(Evaluator):
     train_pos, train_counted = zero_shot.binary_targets(train.labels[:, columns])
     test_pos, test_counted = zero_shot.binary_targets(test.labels[:, columns])
     rng = np.random.default_rng(ctx.seed)
-    results = {}
+    examples = dict(positive=test_pos, counted=test_counted, labels=test.labels[:, columns],
+                    classes=np.asarray(self.classes),
+                    fractions=np.asarray([fraction_name(float(f)) for f in self.config.fractions]))
     for fraction in self.config.fractions:
       start = time.perf_counter()
       subset = stratified_subset(train_pos, float(fraction), rng)
       head = fit_linear_head(train.image, train_pos, train_counted, subset,
                              weight_decay=float(self.config.weight_decay),
                              max_iterations=int(self.config.max_iterations))
-      metrics = zero_shot.auroc_metrics(test_pos, test_counted, head(test.image), self.classes,
-                                        num_bootstrap=self.config.num_bootstrap, seed=ctx.seed)
-      prefix = fraction_name(float(fraction))
-      results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
-      logging.info("linear_probe %s: %d training studies, %.2f s", prefix, len(subset),
-                   time.perf_counter() - start)
-    return results
+      examples[f"scores_{fraction_name(float(fraction))}"] = head(test.image)
+      logging.info("linear_probe %s: %d training studies, %.2f s", fraction_name(float(fraction)),
+                   len(subset), time.perf_counter() - start)
+    ctx.record(self, test, examples)
+    zero_shot.warn_undefined(test_pos, test_counted, self.classes)
+    return metrics.bootstrap(self.statistics(examples), test.num_studies,
+                             num_resamples=self.config.num_bootstrap, seed=ctx.seed)

@@ -10,6 +10,7 @@ abnormal. For each normal test image the candidates are its own report and num_a
 reports of the split, drawn without replacement per query (seeded). It is right when its own report
 has the strictly highest similarity. Metrics: "accuracy" with a bootstrap interval over the normal
 studies, and "chance" = 1 / (num_abnormal + 1) with the number of candidates actually used.
+Per-example arrays recorded: normal, correct, labels.
 """
 
 import numpy as np
@@ -35,6 +36,11 @@ class NormalDetection(Evaluator):
   needs_reports = True
   required_fields = ("num_abnormal",)
 
+  @staticmethod
+  def statistics(examples):
+    return lambda w: {"accuracy": metrics.weighted_mean(examples["correct"],
+                                                        w * examples["normal"][None, :])}
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     ctx.columns(["No Finding"], f"config.evals.{self.name}")
     data = ctx.split(self.config.split)
@@ -59,11 +65,9 @@ class NormalDetection(Evaluator):
       sims = np.take_along_axis(sims, picks, axis=1)
     correct = np.zeros(data.num_studies, bool)
     correct[normal_rows] = own > sims.max(axis=1)
-
-    def stat_fn(w):
-      return {"accuracy": metrics.weighted_mean(correct, w * normal[None, :])}
-
-    results = metrics.bootstrap(stat_fn, data.num_studies,
+    examples = dict(normal=normal, correct=correct, labels=data.labels)
+    ctx.record(self, data, examples)
+    results = metrics.bootstrap(self.statistics(examples), data.num_studies,
                                 num_resamples=self.config.num_bootstrap, seed=ctx.seed)
     results["chance"] = metrics.constant(1.0 / (k + 1))
     return results

@@ -15,7 +15,8 @@ Protocols (README, "Reproducing the paper's tables"):
     each dataset's train split, mean AUROC over the same classes on its test split.
   Table 4: image-to-report retrieval (Recall@k, Top-5 precision, labeler P/R/F1) and CXR-Align
     tasks A and B on the MIMIC-CXR, CheXpert Plus and Open-i test splits.
-  Table 5: ProbMed-style adversarial questions on ChestX-ray14.
+  Table 5: ProbMed-style adversarial questions on ChestX-ray14, with the content-free yardstick
+    (the model's answers shuffled across images) next to the accuracy.
   Table 6: normal-case detection on Open-i (one normal report among 2,999 abnormal ones, or as
     many as the split has).
 """
@@ -124,6 +125,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("ACC", _key("adversarial_cxr14", "cxr14", "accuracy")),
         ("pos. ACC", _key("adversarial_cxr14", "cxr14", "positive_accuracy")),
         ("neg. ACC", _key("adversarial_cxr14", "cxr14", "negative_accuracy")),
+        ("shuffled ACC", _key("adversarial_cxr14", "cxr14", "shuffled_accuracy")),
+        ("ACC - shuffled", _key("adversarial_cxr14", "cxr14", "accuracy_over_shuffled")),
     ],
     "Table 6: normal-case detection (Open-i)": [
         ("ACC", _key("normal_openi", "openi", "accuracy")),

@@ -6,13 +6,22 @@ results.json:
                                    "config": name}}}
 null is an undefined metric (NaN). "_data" names exactly which images were evaluated, so two users
 can see they evaluated the same split (keys starting with "_" are not metrics).
+
+examples/<name>/<dataset>.npz, one per evaluation (compressed numpy, no pickles): the per-example
+arrays the task recorded, row i belonging to study_ids[i], with "task", "split", "study_ids",
+"labels", "step" and "eval_seed". The task class's `statistics(examples)` recomputes its bootstrap
+metrics from them, so paired comparisons between runs and new metrics need no checkpoint
+(scripts/compare_results.py).
 """
 
+import glob
 import json
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from clipmed.evaluators.base import Metric
 
@@ -39,6 +48,45 @@ def write(workdir: str, results: Mapping[str, Metric], step: int,
   with open(md_path, "w", encoding="utf-8") as f:
     f.write(markdown_table(results, step, data) + (("\n" + appendix) if appendix else ""))
   return json_path, md_path
+
+
+EXAMPLES_DIR = "examples"
+
+
+def examples_path(workdir: str, name: str, dataset: str) -> str:
+  return os.path.join(workdir, EXAMPLES_DIR, name, f"{dataset}.npz")
+
+
+def write_examples(workdir: str, examples: Mapping[tuple[str, str], Mapping[str, Any]], *,
+                   step: int, seed: int) -> list[str]:
+  """Writes DIR/examples/<name>/<dataset>.npz per (evaluation name, dataset); returns the paths.
+
+  Files of an earlier evaluation in DIR/examples are removed first, so the directory always
+  matches results.json. Each file is written to a temporary name and renamed.
+  """
+  for stale in glob.glob(os.path.join(workdir, EXAMPLES_DIR, "*", "*.npz")):
+    os.remove(stale)
+  paths = []
+  for (name, dataset), arrays in sorted(examples.items()):
+    path = examples_path(workdir, name, dataset)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, step=np.asarray(step), eval_seed=np.asarray(seed),
+                        **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+    paths.append(path)
+  return paths
+
+
+def read_examples(workdir: str) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+  """{(evaluation name, dataset): arrays} of DIR/examples ({} when there are none)."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(workdir, EXAMPLES_DIR, "*", "*.npz"))):
+    name = os.path.basename(os.path.dirname(path))
+    dataset = os.path.basename(path)[:-len(".npz")]
+    with np.load(path, allow_pickle=False) as f:
+      out[(name, dataset)] = {k: f[k] for k in f.files}
+  return out
 
 
 def read(path: str) -> tuple[dict[str, Metric], dict[str, Any]]:

@@ -16,6 +16,10 @@ Each test image ranks all N reports of the split by cosine similarity.
 - "label_precision", "label_recall", "label_f1": the labels of the top-1 report against the query's
   ground-truth labels over the 14 categories, same binary vectors, micro-averaged over queries and
   categories (as the clinical-efficacy metrics of report generation).
+Under U-Ignore (config.data.uncertain_as="ignore") an uncertain label of the query or of the
+retrieved report leaves that category out of both comparisons.
+Per-example arrays recorded: ranks (0-based rank of the own report), ks, precision_at_k, tp,
+n_pred, n_true (top-1 label counts), labels.
 """
 
 import numpy as np
@@ -86,6 +90,20 @@ class Retrieval(Evaluator):
   needs_reports = True
   required_fields = ("ks",)
 
+  @staticmethod
+  def statistics(examples):
+    ranks, tp = examples["ranks"], examples["tp"]
+    n_pred, n_true = examples["n_pred"], examples["n_true"]
+
+    def stat_fn(w):
+      out = {f"recall@{k}": metrics.weighted_mean(ranks < k, w) for k in examples["ks"]}
+      out[f"precision@{PRECISION_K}"] = metrics.weighted_mean(examples["precision_at_k"], w)
+      out["label_precision"] = metrics.weighted_ratio(tp, n_pred, w)
+      out["label_recall"] = metrics.weighted_ratio(tp, n_true, w)
+      out["label_f1"] = metrics.weighted_ratio(2 * tp, n_pred + n_true, w)
+      return out
+    return stat_fn
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)
     n = data.num_studies
@@ -93,28 +111,25 @@ class Retrieval(Evaluator):
     groups = text_groups(data.reports)
     ranks = ground_truth_ranks(sims, groups)                            # [N]
     ks = [int(k) for k in self.config.ks]
-    hits = {k: (ranks < k).astype(np.float64) for k in ks}
 
     vec = binary_label_vectors(data.labels, data.class_names)          # [N, K] bool
+    # An uncertain label still here is U-Ignore's (config.data.uncertain_as="ignore"; the other
+    # policies resolved it before evaluation): that cell is compared with nothing.
+    known = np.asarray(data.labels) != chexpert.UNCERTAIN               # [N, K]
     kp = min(PRECISION_K, n)
     top = np.argsort(-sims, axis=1, kind="stable")[:, :kp]              # [N, kp]
-    same = np.all(vec[top] == vec[:, None, :], axis=-1)                 # [N, kp]
-    precision_k = same.mean(axis=1)                                     # [N]
+    agree = (vec[top] == vec[:, None, :]) | ~known[top] | ~known[:, None, :]
+    precision_k = np.all(agree, axis=-1).mean(axis=1)                   # [N]
     pred = vec[top[:, 0]]                                               # [N, K] top-1 labels
-    tp = np.sum(pred & vec, axis=1).astype(np.float64)                  # [N]
-    n_pred = pred.sum(axis=1).astype(np.float64)
-    n_true = vec.sum(axis=1).astype(np.float64)
-
-    def stat_fn(w):
-      out = {f"recall@{k}": metrics.weighted_mean(hits[k], w) for k in ks}
-      out[f"precision@{PRECISION_K}"] = metrics.weighted_mean(precision_k, w)
-      out["label_precision"] = metrics.weighted_ratio(tp, n_pred, w)
-      out["label_recall"] = metrics.weighted_ratio(tp, n_true, w)
-      out["label_f1"] = metrics.weighted_ratio(2 * tp, n_pred + n_true, w)
-      return out
-
-    results = metrics.bootstrap(stat_fn, n, num_resamples=self.config.num_bootstrap,
-                                seed=ctx.seed)
+    scored = known & known[top[:, 0]]                                   # [N, K]
+    tp = np.sum(pred & vec & scored, axis=1).astype(np.float64)         # [N]
+    n_pred = np.sum(pred & scored, axis=1).astype(np.float64)
+    n_true = np.sum(vec & scored, axis=1).astype(np.float64)
+    examples = dict(ranks=ranks, ks=np.asarray(ks), precision_at_k=precision_k, tp=tp,
+                    n_pred=n_pred, n_true=n_true, labels=data.labels)
+    ctx.record(self, data, examples)
+    results = metrics.bootstrap(self.statistics(examples), n,
+                                num_resamples=self.config.num_bootstrap, seed=ctx.seed)
     chance = chance_recall(groups, ks, np.random.default_rng(ctx.seed))
     for k in ks:
       results[f"chance@{k}"] = metrics.constant(chance[k])

@@ -3,7 +3,8 @@
     runner = Runner(config.evals, default_dataset="mimic_cxr", seed=config.eval_seed,
                     sources=lambda name: EvalSource(...))      # how to read each dataset
     results = runner.run(step, embed_images=..., embed_texts=..., logit_scale=s)
-    runner.write(workdir, results, step)              # results.json (with "_data"), results.md
+    runner.write(workdir, results, step)              # results.json (with "_data"), results.md,
+                                                      # examples/<name>/<dataset>.npz
     writer.write_scalars(step, runner.scalars(results))
 
 Each config.evals entry names its dataset (`dataset`, "" = the training dataset). A dataset that
@@ -39,6 +40,9 @@ IterateSplit = Callable[[str], Iterable[Mapping[str, np.ndarray]]]
 # split_metadata(split) -> {"reports": [N] str, "labels": [N, K], "study_ids": [N] str,
 #                           "extras": {key: [N] list}} (extras optional).
 SplitMetadata = Callable[[str], Mapping[str, Any]]
+
+# results.md's appendix with the paper's tables (printed at the end of a paper_eval run).
+PAPER_TABLES_HEADING = "## The paper's tables"
 
 
 @dataclasses.dataclass
@@ -151,6 +155,8 @@ class Runner:
     self.skipped: dict[str, str] = {}  # evaluation name -> why
     self._metadata: dict[tuple[str, str], dict[str, Any]] = {}
     self._data_info: dict[str, dict[str, Any]] = {}
+    # (evaluation name, dataset) -> per-example arrays of the last `run` (EvalContext.record).
+    self._examples: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     unavailable: dict[str, str] = {}
     for name, evaluator in build_evaluators(evals_config, evaluators).items():
       dataset = evaluator.config.dataset or default_dataset
@@ -251,10 +257,13 @@ class Runner:
     contexts = self.contexts(embed_images=embed_images, embed_texts=embed_texts,
                              logit_scale=logit_scale)
     results: dict[str, Metric] = {}
+    self._examples = {}
     for name in names:
       start = time.perf_counter()
       dataset = self.dataset_of[name]
       metrics = self.evaluators[name].evaluate(contexts[dataset])
+      if name in contexts[dataset].examples:
+        self._examples[(name, dataset)] = contexts[dataset].examples.pop(name)
       for metric, value in metrics.items():
         results[f"{name}/{dataset}/{metric}"] = value
       logging.info("eval %s/%s at step %d: %d metrics in %.2f s", name, dataset, step,
@@ -267,8 +276,10 @@ class Runner:
     return {key: float(m.value) for key, m in results.items()}
 
   def write(self, workdir: str, results: Mapping[str, Metric], step: int) -> tuple[str, str]:
-    """Writes DIR/results.json (with the evaluated splits' identities) and DIR/results.md (with
-    the paper's tables when the evaluations include theirs)."""
+    """Writes DIR/results.json (with the evaluated splits' identities), DIR/results.md (with
+    the paper's tables when the evaluations include theirs) and the per-example arrays of the
+    last `run` as DIR/examples/<name>/<dataset>.npz (results.write_examples)."""
     tables = paper.markdown({f"step {step}": results})
+    results_lib.write_examples(workdir, self._examples, step=step, seed=self.seed)
     return results_lib.write(workdir, results, step, data=dict(sorted(self._data_info.items())),
-                             appendix=f"## The paper's tables\n\n{tables}" if tables else "")
+                             appendix=f"{PAPER_TABLES_HEADING}\n\n{tables}" if tables else "")

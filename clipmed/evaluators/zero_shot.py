@@ -15,6 +15,20 @@ clean negative; they still count for the other classes). A class without positiv
 negatives on the split gets NaN and is left out of "mean_auroc", the mean over the configured
 classes. Metrics: "auroc/<class slug>" (e.g. auroc/pleural_effusion) and "mean_auroc", each with a
 bootstrap interval over studies (the mean's resamples are paired across classes).
+
+High per-class AUROCs do not show whether the model tells findings apart or ranks images by one
+"how abnormal" score; with two or more classes these metrics can tell (all with intervals):
+  "within_image": over the images with a present class p and an absent class a (absent: 0 or not
+    mentioned, without the CheXpert-hierarchy ancestors of a present class, see findings.py), the
+    fraction of (p, a) pairs with score(p) > score(a), ties one half; averaged per image, then
+    over images. 0.5 for a model that scores all findings of an image alike.
+  "positive_rate/<slug>" and "prevalence/<slug>": how often the zero-shot decision (logit > 0,
+    i.e. the positive prompts win) says "present", and how often the class is present;
+    "max_rate_over_prevalence": the largest positive_rate / prevalence over the classes with
+    positives (a finding answered "yes" on every image has 1 / prevalence).
+  "image_mean_share": the share of the score variance (after removing per-class means) that one
+    mean per image carries; 1/K for independent classes, near 1 for an abnormality score.
+Per-example arrays recorded (and saved by the runner): scores, positive, counted, askable, classes.
 """
 
 import warnings
@@ -22,7 +36,7 @@ import warnings
 import numpy as np
 from absl import logging
 
-from clipmed.evaluators import metrics, prompt_sets
+from clipmed.evaluators import findings, metrics, prompt_sets
 from clipmed.evaluators.base import EvalContext, Metric
 from clipmed.report import chexpert
 
@@ -33,27 +47,30 @@ def binary_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return labels == chexpert.POSITIVE, labels != chexpert.UNCERTAIN
 
 
-def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
-                  classes: list[str], *, num_bootstrap: int, seed: int) -> dict[str, Metric]:
-  """Per-class AUROCs and their mean, with paired bootstrap intervals.
+def warn_undefined(positive: np.ndarray, counted: np.ndarray, classes: list[str]) -> None:
+  """Logs the classes whose AUROC is undefined (no counted positives or negatives)."""
+  for k, name in enumerate(classes):
+    if not (np.any(positive[:, k] & counted[:, k]) and np.any(~positive[:, k] & counted[:, k])):
+      logging.warning("AUROC of %r is undefined on this split (no positives or no negatives); "
+                      "reported as NaN and left out of mean_auroc", name)
+
+
+def auroc_statistics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
+                     classes: list[str]) -> metrics.StatFn:
+  """Per-class AUROCs and their mean as weighted statistics (metrics.bootstrap pairs them).
 
   Args:
     positive: [N, K] bool ground truth.
     counted: [N, K] bool; False leaves a study out of that class's AUROC.
     scores: [N, K] higher = more likely positive.
     classes: the K class names.
-    num_bootstrap: resamples for the intervals.
-    seed: bootstrap seed.
 
   Returns:
-    {"auroc/<slug>": Metric, ..., "mean_auroc": Metric}.
+    w [R, N] -> {"auroc/<slug>": [R], ..., "mean_auroc": [R]}; the mean is over the classes
+    defined on the whole split.
   """
-  n = scores.shape[0]
   defined = [k for k in range(len(classes))
              if np.any(positive[:, k] & counted[:, k]) and np.any(~positive[:, k] & counted[:, k])]
-  for k in sorted(set(range(len(classes))) - set(defined)):
-    logging.warning("AUROC of %r is undefined on this split (no positives or no negatives); "
-                    "reported as NaN and left out of mean_auroc", classes[k])
 
   def stat_fn(w):
     out = {}
@@ -63,21 +80,66 @@ def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
       out[f"auroc/{prompt_sets.slug(name)}"] = value
       if k in defined:
         per_class.append(value)
-    with np.errstate(invalid="ignore"):
+    # nanmean of an all-NaN resample column warns; the result is NaN as intended.
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", category=RuntimeWarning)
       out["mean_auroc"] = (np.nanmean(np.stack(per_class), axis=0) if per_class
                            else np.full(w.shape[0], np.nan))
     return out
+  return stat_fn
 
-  # nanmean of an all-NaN resample column warns; the result is NaN as intended.
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", category=RuntimeWarning)
-    return metrics.bootstrap(stat_fn, n, num_resamples=num_bootstrap, seed=seed)
+
+def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
+                  classes: list[str], *, num_bootstrap: int, seed: int) -> dict[str, Metric]:
+  """auroc_statistics with seeded bootstrap intervals. -> {"auroc/<slug>", "mean_auroc"}."""
+  warn_undefined(positive, counted, classes)
+  return metrics.bootstrap(auroc_statistics(positive, counted, scores, classes),
+                           scores.shape[0], num_resamples=num_bootstrap, seed=seed)
+
+
+def decision_statistics(scores: np.ndarray, positive: np.ndarray, counted: np.ndarray,
+                        askable: np.ndarray, classes: list[str]) -> metrics.StatFn:
+  """within_image, positive_rate/prevalence per class, max_rate_over_prevalence and
+  image_mean_share (module docstring) as weighted statistics. Shapes as auroc_statistics;
+  askable: [N, K] bool absent classes that may be compared with the present ones."""
+  present = positive & counted
+  fraction, has_pair = findings.within_image_scores(scores, present, askable)
+  says_yes = scores > 0
+  rows = counted.any(axis=1)
+
+  def stat_fn(w):
+    out = {"within_image": metrics.weighted_mean(fraction, w * has_pair[None, :])}
+    ratios = []
+    for k, name in enumerate(classes):
+      wk = w * counted[None, :, k]
+      rate = metrics.weighted_mean(says_yes[:, k], wk)
+      prevalence = metrics.weighted_mean(positive[:, k], wk)
+      out[f"positive_rate/{prompt_sets.slug(name)}"] = rate
+      out[f"prevalence/{prompt_sets.slug(name)}"] = prevalence
+      with np.errstate(invalid="ignore", divide="ignore"):
+        ratios.append(np.where(prevalence > 0, rate / prevalence, np.nan))
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN resample columns
+      out["max_rate_over_prevalence"] = np.nanmax(np.stack(ratios), axis=0)
+    out["image_mean_share"] = findings.image_mean_share(scores, w * rows[None, :])
+    return out
+  return stat_fn
 
 
 class ZeroShot(prompt_sets.PromptTask):
-  """Zero-shot AUROC per class from prompt sets."""
+  """Zero-shot AUROC per class from prompt sets, and whether the decisions tell findings apart."""
   task = "zero_shot"
   required_fields = ("prompts", "classes", "where")
+
+  @staticmethod
+  def statistics(examples):
+    classes = [str(c) for c in examples["classes"]]
+    scores, positive, counted = examples["scores"], examples["positive"], examples["counted"]
+    aurocs = auroc_statistics(positive, counted, scores, classes)
+    if len(classes) < 2:
+      return aurocs
+    decisions = decision_statistics(scores, positive, counted, examples["askable"], classes)
+    return lambda w: {**aurocs(w), **decisions(w)}
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     where = dict(self.config.where)
@@ -89,5 +151,11 @@ class ZeroShot(prompt_sets.PromptTask):
     keep = np.ones(data.num_studies, bool)
     for column, value in zip(conditions, where.values()):
       keep &= data.labels[:, column] == float(value)
-    return auroc_metrics(positive, counted & keep[:, None], logits, self.classes,
-                         num_bootstrap=self.config.num_bootstrap, seed=ctx.seed)
+    counted &= keep[:, None]
+    askable = findings.askable_absent(positive & counted, ~positive & counted, self.classes)
+    examples = dict(scores=logits, positive=positive, counted=counted, askable=askable,
+                    labels=data.labels[:, columns], classes=np.asarray(self.classes))
+    ctx.record(self, data, examples)
+    warn_undefined(positive, counted, self.classes)
+    return metrics.bootstrap(self.statistics(examples), data.num_studies,
+                             num_resamples=self.config.num_bootstrap, seed=ctx.seed)

@@ -12,6 +12,7 @@ The same rule serves multi-label datasets (ChestX-ray14, VinDr-CXR): only the im
 one positive (1) among the K classes are evaluated, and an image uncertain (-1) in any of the K is
 left out; the number evaluated is reported as "num_images". Metrics: "accuracy" with a bootstrap
 interval over the evaluated images, "recall/<class slug>" per class, and "chance" = 1 / K.
+Per-example arrays recorded: scores [N, K], truth, evaluated, labels, classes.
 """
 
 import numpy as np
@@ -35,6 +36,20 @@ class ZeroShotMulticlass(prompt_sets.PromptTask):
   """Top-1 accuracy over K classes from the positive prompts' similarities."""
   task = "zero_shot_multiclass"
 
+  @staticmethod
+  def statistics(examples):
+    truth, evaluated = examples["truth"], examples["evaluated"].astype(bool)
+    correct = np.argmax(examples["scores"], axis=1) == truth
+
+    def stat_fn(w):
+      w = w * evaluated[None, :]
+      out = {"accuracy": metrics.weighted_mean(correct, w)}
+      for k, name in enumerate(examples["classes"]):
+        out[f"recall/{prompt_sets.slug(str(name))}"] = metrics.weighted_mean(
+            correct, w * (truth == k)[None, :])
+      return out
+    return stat_fn
+
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     columns = ctx.columns(self.classes, f"config.evals.{self.name}.classes")
     data = ctx.split(self.config.split)
@@ -43,20 +58,13 @@ class ZeroShotMulticlass(prompt_sets.PromptTask):
         data.image.astype(np.float64) @ ctx.encode_text(
             list(self.prompts[c].positive)).astype(np.float64).mean(axis=0)
         for c in self.classes], axis=1)                                  # [N, K]
-    correct = np.argmax(scores, axis=1) == truth
     logging.info("zero_shot_multiclass: %d of %d images of %s/%s have exactly one of the %d "
                  "classes", int(evaluated.sum()), data.num_studies, data.dataset, data.split,
                  len(self.classes))
-
-    def stat_fn(w):
-      w = w * evaluated[None, :]
-      out = {"accuracy": metrics.weighted_mean(correct, w)}
-      for k, name in enumerate(self.classes):
-        out[f"recall/{prompt_sets.slug(name)}"] = metrics.weighted_mean(
-            correct, w * (truth == k)[None, :])
-      return out
-
-    results = metrics.bootstrap(stat_fn, data.num_studies,
+    examples = dict(scores=scores, truth=truth, evaluated=evaluated,
+                    labels=data.labels[:, columns], classes=np.asarray(self.classes))
+    ctx.record(self, data, examples)
+    results = metrics.bootstrap(self.statistics(examples), data.num_studies,
                                 num_resamples=self.config.num_bootstrap, seed=ctx.seed)
     results["chance"] = metrics.constant(1.0 / len(self.classes))
     results["num_images"] = metrics.constant(float(evaluated.sum()))

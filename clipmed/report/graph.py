@@ -76,6 +76,8 @@ interstitial reticular hazy dense faint subtle significant marked minimally slig
 increased decreased low high old healed healing displaced nondisplaced loculated layering
 moderate-sized small-to-moderate large-sized bandlike
 """)
+# Words that describe where and how much (anatomy and modifiers), not what was found.
+DESCRIPTIVE_WORDS = _ANATOMY | _ANATOMY_MODIFIERS | _OBSERVATION_MODIFIERS
 _SUGGESTIVE_RE = re.compile(
     r"\b(?:suggestive\s+of|suggesting|suggests?|to\s+suggest|consistent\s+with|compatible\s+with|"
     r"(?:may|might|could|likely|probably)\s+(?:represent|reflect|be\s+due\s+to|indicate)|"

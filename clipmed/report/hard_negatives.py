@@ -15,15 +15,18 @@ Normal report: the hard negative is a report of the training set with exactly on
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
-import types
 import math
 import os
+import re
+import types
 
 import numpy as np
 
 from clipmed.report import chexpert
 from clipmed.report import clean
+from clipmed.report import graph as graph_lib
 from clipmed.report import labeler
+from clipmed.report import sentences as sentences_lib
 
 POSITIONS = ("beginning", "middle", "end")
 STATEMENTS_PATH = os.path.join(os.path.dirname(__file__), "data", "negative_statements.json")
@@ -99,12 +102,14 @@ def _unchanged_except(a: np.ndarray, b: np.ndarray, entity: int) -> bool:
 
 def _remove_entity(sentences: list[str], mentioned: list[set[int]], labels: np.ndarray,
                    entity: int, statements: Mapping[str, Sequence[str]],
-                   rng: np.random.Generator) -> list[str]:
+                   rng: np.random.Generator, *, trim: bool = False) -> list[str]:
   """Removes the sentences that mention `entity`.
 
   A removed sentence may also be the only place that rules out another finding ("no focal
   opacity to suggest pneumonia"); that negative finding is restated on its own in its place with
-  one of its negative statements, so that only `entity` changes.
+  one of its negative statements, so that only `entity` changes. With `trim`, a sentence that
+  also mentions another category loses only the entity's words (:func:`_trim_mentions`) and is
+  kept when something is left of it.
   """
   kept: list[str] = []
   negative_elsewhere = set()
@@ -116,6 +121,11 @@ def _remove_entity(sentences: list[str], mentioned: list[set[int]], labels: np.n
     if entity not in cats:
       kept.append(s)
       continue
+    if trim and cats - {entity}:
+      trimmed = _trim_mentions(s, entity)
+      if trimmed:
+        kept.append(trimmed)
+        continue
     for other in sorted(cats - {entity, chexpert.NO_FINDING} - negative_elsewhere - restated):
       name = chexpert.CATEGORIES[other]
       if labels[other] == chexpert.NEGATIVE and name in statements:
@@ -123,6 +133,64 @@ def _remove_entity(sentences: list[str], mentioned: list[set[int]], labels: np.n
         kept.append(phrases[int(rng.integers(len(phrases)))])
         restated.add(other)
   return kept
+
+
+# Words a finding's name carries on its left ("small left pleural effusion": the report graph's
+# anatomy and modifier words, articles, sizes) go with it, and so does one connector that ties it
+# to the rest of the sentence ("X or Y", "X with Y", "Y and X").
+_LEFT_WORDS = graph_lib.DESCRIPTIVE_WORDS | frozenset(
+    "a an the xxxx sized size new persistent adjacent associated early mm cm".split())
+_SIZE_RE = re.compile(r"\d+(?:\.\d+)?(?:mm|cm)?")
+_RIGHT_LINK_RE = re.compile(r"^\s*(?:,\s*)?(?:and/or|or|versus|vs\.?|and|/|with)\s+")
+_LEFT_LINK_RE = re.compile(r"\s*(?:,\s*)?(?:and/or|or|versus|vs\.?|and|/|with)\s*$|\s*,\s*$")
+_LEADING_LINK_RE = re.compile(r"^\W*(?:(?:and|or|with|versus|vs|as\s+well\s+as)\b\W*)*")
+_TRAILING_LINK_RE = re.compile(
+    r"(?:\W*\b(?:and|or|with|versus|vs|of|in|at|to|by|is|are|was|were|which|that|possible|"
+    r"possibly|probable|likely)\b)+\W*$")
+
+
+def _modifiers_start(text: str, start: int) -> int:
+  """Where the run of _LEFT_WORDS (and "x to y" ranges of them) ending at `start` begins."""
+  tokens = list(re.finditer(r"\S+", text[:start]))
+  left = start
+  for k in range(len(tokens) - 1, -1, -1):
+    word = tokens[k].group(0).lower()
+    if word.endswith((",", ";", ":")):
+      break
+    ranged = (word == "to" and k > 0 and left < start
+              and tokens[k - 1].group(0).lower() in _LEFT_WORDS)
+    if word in _LEFT_WORDS or _SIZE_RE.fullmatch(word) or ranged:
+      left = tokens[k].start()
+    else:
+      break
+  return left
+
+
+def _trim_mentions(sentence: str, entity: int) -> str:
+  """`sentence` without the words that name `entity`, or "" when nothing sensible is left.
+
+  Each mention of the entity goes with its modifiers on the left and one connector ("or",
+  "and", "with", ",") so that "Small effusions with adjacent atelectasis." becomes "Adjacent
+  atelectasis." and "Possible scarring or atelectasis." becomes "Possible atelectasis.". The
+  caller checks the result with the labeler.
+  """
+  spans = [(m.start, m.end) for m in labeler.sentence_mentions(sentence) if m.category == entity]
+  text = sentence
+  for start, end in sorted(spans, reverse=True):
+    left = _modifiers_start(text, start)
+    right = _RIGHT_LINK_RE.match(text[end:])
+    if right:
+      end += right.end()
+    else:
+      link = _LEFT_LINK_RE.search(text[:left])
+      if link:
+        left = link.start()
+    text = text[:left] + " " + text[end:]
+  text = _TRAILING_LINK_RE.sub("", _LEADING_LINK_RE.sub("", text)).strip()
+  text = re.sub(r"\s+([,.;:])", r"\1", re.sub(r"\s+", " ", text)).strip(" ,;")
+  if len(re.findall(r"[a-z]{3,}", text.lower())) < 2 or not labeler.sentence_mentions(text):
+    return ""
+  return sentences_lib.normalize_sentence(text)
 
 
 def _insert(sentences: list[str], statement: str, position: str) -> list[str]:
@@ -150,10 +218,14 @@ def make_hard_negative(report: str | Sequence[str], rng: np.random.Generator, *,
   labels = labeler.label_sentences(sentences)
   candidates = [c for c in _candidates(labels) if chexpert.CATEGORIES[c] in statements]
   for entity in rng.permutation(candidates).tolist():
-    kept = _remove_entity(sentences, mentioned, labels, entity, statements, rng)
-    omitted_labels = labeler.label_sentences(kept)
-    if not (math.isnan(omitted_labels[entity])
-            and _unchanged_except(labels, omitted_labels, entity)):
+    for trim in (False, True):
+      kept = _remove_entity(sentences, mentioned, labels, entity, statements, rng, trim=trim)
+      omitted_labels = labeler.label_sentences(kept)
+      # r^r must stay a report: never empty (a report about the entity alone has none).
+      if (kept and math.isnan(omitted_labels[entity])
+          and _unchanged_except(labels, omitted_labels, entity)):
+        break
+    else:
       continue
     phrases = list(statements[chexpert.CATEGORIES[entity]])
     position = POSITIONS[int(rng.integers(len(POSITIONS)))]

@@ -51,22 +51,30 @@ def normalize_for_matching(sentence: str) -> str:
   return sentence.lower()
 
 
-def sentence_mentions(sentence: str) -> list[Mention]:
+def sentence_mentions(sentence: str, following: str = "") -> list[Mention]:
   """Mentions of CheXpert categories in one sentence, with their status.
 
   Args:
     sentence: one sentence (any case).
+    following: the next sentence when it points back at this one ("These are calcified
+      granulomas."; mentions.names_previous), read only by the rules' after-context exclusions.
 
   Returns:
     Mentions in order of start offset. Offsets index into `sentence`.
   """
   text = normalize_for_matching(sentence)
   found = []
-  for rule, start, end in mentions.find_rule_matches(text):
+  for rule, start, end in mentions.find_rule_matches(text, normalize_for_matching(following)):
     status = rule.status
     if status is None:
       status = negation.mention_status(text, start, end)
     found.append(Mention(rule.category, start, end, status))
+  # A hedge rule ("normal or mildly enlarged") makes the mentions it contains uncertain.
+  hedges = [m for m in found if m.status == chexpert.UNCERTAIN]
+  if hedges:
+    found = [dataclasses.replace(m, status=chexpert.UNCERTAIN)
+             if any(h.category == m.category and h.start <= m.start and m.end <= h.end
+                    for h in hedges) else m for m in found]
   # Findings offered as alternatives are uncertain unless negated.
   for a, b in zip(found, found[1:]):
     if b.start >= a.end and _ALTERNATIVE_RE.match(text[a.end:b.start]):
@@ -102,9 +110,14 @@ def label_sentences(sentence_list: Sequence[str]) -> np.ndarray:
   """
   if not sentence_list:
     return np.full((chexpert.NUM_CATEGORIES,), np.nan, dtype=np.float32)
+  # Combined reports ("Chest. ... Left knee. ..."): only the chest examination is labelled.
+  sentence_list = sections.chest_sentences(list(sentence_list))
   found = []
-  for sentence in sentence_list:
-    found.extend(sentence_mentions(sentence))
+  for i, sentence in enumerate(sentence_list):
+    following = sentence_list[i + 1] if i + 1 < len(sentence_list) else ""
+    if following and not mentions.names_previous(normalize_for_matching(following)):
+      following = ""
+    found.extend(sentence_mentions(sentence, following))
   return chexpert.apply_no_finding_rule(aggregate(found))
 
 

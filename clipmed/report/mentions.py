@@ -41,6 +41,11 @@ _POS_GAP = _gap(5, r"normal|unremarkable|limits|but|however|although|which|while
                 r"without|no")
 _NEG_GAP = _gap(7, r"enlarged|enlargement|increased|prominent|widened|but|however|although|"
                 r"which|while|whereas|borderline")
+# "normal or mildly enlarged", "enlarged or at the upper limits of normal": an organ's size offered
+# as alternatives is uncertain (a hedge rule: it overrides the mentions it contains).
+_NORMAL_OR_ENLARGED = (
+    r"(?:" + _NEG_GAP + _NORMAL + r"\s*,?\s+or\s+(?:\w+\s+)?" + _ENLARGED + r"|" + _POS_GAP
+    + _ENLARGED + r"\s*,?\s+or\s+(?:\w+\s+){0,2}?(?:at\s+)?(?:the\s+)?" + _NORMAL + r")\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,26 +55,50 @@ class MentionRule:
   Attributes:
     category: CheXpert category index.
     pattern: compiled regex over lower-cased text.
-    status: fixed status (0.0 for statements of normality) or None to read the cues.
-    exclude_before: regex searched in the 40 characters before the match; a hit rules it out.
-    exclude_after: regex searched in the 40 characters after the match; a hit rules it out.
+    status: fixed status (0.0 for statements of normality, -1.0 for hedges that offer normal and
+      abnormal as alternatives, which override the category's mentions inside them) or None to
+      read the cues.
+    exclude_before: regex searched in the `before_chars` characters before the match; a hit
+      rules it out.
+    exclude_after: regex searched in the `after_chars` characters after the match; a hit rules
+      it out.
+    after_chars: how far exclude_after looks (40 characters unless a rule needs its clause).
+    before_chars: how far exclude_before looks (40 characters unless a rule needs its clause).
   """
   category: int
   pattern: re.Pattern
   status: float | None = None
   exclude_before: re.Pattern | None = None
   exclude_after: re.Pattern | None = None
+  after_chars: int = 40
+  before_chars: int = 40
 
 
 def _rule(category: str, pattern: str, status: float | None = None, before: str | None = None,
-          after: str | None = None) -> MentionRule:
+          after: str | None = None, after_chars: int = 40, before_chars: int = 40
+          ) -> MentionRule:
   return MentionRule(chexpert.INDEX[category], re.compile(pattern),
                      status, re.compile(before) if before else None,
-                     re.compile(after) if after else None)
+                     re.compile(after) if after else None, after_chars, before_chars)
 
 
 _NEG = chexpert.NEGATIVE
+_UNC = chexpert.UNCERTAIN
 _DEVICE_BEFORE_EXCLUDE = r"(?:breast|nipple|dental|teeth|tooth)\W+(?:\w+\W+)?$"
+# A nodule or nodular density that its own clause names a calcified granuloma ("nodular density
+# in the left base, likely a calcified granuloma") is a calcified nodule, which CheXpert's unmention
+# list ("calcified nodul") keeps out of Lung Lesion (its Lung Opacity mention, "density", stays, as
+# in CheXpert). The naming word may be an identity verb or hedge, an appositive comma, or a
+# de-identified word (XXXX) standing for one.
+_NAMED_CALCIFIED_GRANULOMA = (
+    r"^[^;.]*?(?:\b(?:represent\w*|reflect\w*|likely|probabl[ey]|consistent\s+with|"
+    r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|is|are|xxxx)|,)\s+"
+    r"(?:(?:an?|old|small|tiny|healed|benign|\w+ly)\s+)*calcified\s+(?:\w+\s+)?granulom")
+# Places outside the lungs where a density may lie ("density possibly within the piriform sinus").
+_EXTRAPULMONARY_PLACE = (r"^[^;.]*?\b(?:in|within)\s+(?:one\s+of\s+|the\s+region\s+of\s+)?"
+                         r"(?:the\s+)?(?:\w+\s+)?"
+                         r"(?:pi?y?riform\s+sinus\w*|trachea|esophag\w+|stomach|abdomen|neck|"
+                         r"axilla\w*)\b")
 
 RULES: tuple[MentionRule, ...] = (
     # Enlarged Cardiomediastinum.
@@ -81,6 +110,7 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Enlarged Cardiomediastinum",
           r"\bnormal\s+(?:size\s+(?:and\s+)?)?(?:cardio[\s-]?mediastinal|mediastinal)\s+"
           r"(?:silhouette|contours?|size|width)", _NEG),
+    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _NORMAL_OR_ENLARGED, _UNC),
     # Cardiomegaly.
     _rule("Cardiomegaly", r"\bcardiomegaly\b|\bcardiac\s+enlargement\b|\bmegacardia\b"),
     _rule("Cardiomegaly",
@@ -93,30 +123,46 @@ RULES: tuple[MentionRule, ...] = (
     _rule("Cardiomegaly",
           r"\b(?:normal|top\s+normal)(?:[\s-]+sized?)?\s+(?:size\s+(?:of\s+the\s+)?)?"
           r"(?:heart|cardiac)\b", _NEG),
-    # Lung Lesion.
-    _rule("Lung Lesion", r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?)\b",
-          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$"),
-    _rule("Lung Lesion", r"\bmass(?:es)?\b", before=r"(?:soft\s+tissue|body|bone|muscle)\W+$",
+    _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _NORMAL_OR_ENLARGED, _UNC),
+    # Lung Lesion: CheXpert's mentions (nodule, mass, nodular density / opacity / opacification,
+    # lump, cavitary lesion, carcinoma, neoplasm, tumor) and their synonyms (tumour, malignancy,
+    # metastasis, lung / pulmonary lesion). As in CheXpert, a calcified nodule is not a lesion
+    # (it is a granuloma), nor is a granuloma, a cavity or a calcification on its own.
+    _rule("Lung Lesion",
+          r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?|densit(?:y|ies)|"
+          r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b",
+          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$",
+          after=_NAMED_CALCIFIED_GRANULOMA, after_chars=120),
+    _rule("Lung Lesion", r"\bmass(?:es)?\b|\blumps?\b",
+          before=r"(?:soft\s+tissue|body|bone|muscle|breast|neck|abdominal|thyroid)\W+$",
           after=r"^\s+effect"),
     _rule("Lung Lesion",
           r"\b(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar)\s+"
-          r"lesions?\b|\bcavit(?:y|ies|ary\s+lesions?|ation)\b",
+          r"lesions?\b|\bcavit(?:ary|ating)\s+(?:\w+\s+)?(?:nodul\w+|mass\w*)",
           before=r"(?:thoracic|pleural|abdominal|peritoneal|chest|oral|nasal|body|medullary|"
                  r"marrow|joint|glenoid)\W+$"),
-    _rule("Lung Lesion", r"\b(?:neoplasms?|tumou?rs?|malignanc(?:y|ies)|metasta(?:sis|ses|tic))\b"),
+    _rule("Lung Lesion", r"\b(?:neoplasms?|neoplastic|tumou?rs?|malignan(?:cy|cies|t)|"
+          r"carcinomas?|metasta(?:sis|ses|tic))\b"),
     # Lung Opacity.
     _rule("Lung Opacity", r"\bopaci(?:ty|ties|fication|fications|fied)\b",
           before=r"calci(?:fied|fic)\W+(?:\w+\W+)?$"),
     _rule("Lung Opacity", r"\binfiltrat(?:e|es|ion|ions|ive)\b"),
     _rule("Lung Opacity", r"\bair[\s-]?space\s+(?:disease|process|opacit\w+|filling|shadowing)"),
     _rule("Lung Opacity", r"\bdensit(?:y|ies)\b",
-          before=r"(?:bone|bony|osseous|tubular|metallic|soft\s+tissue|mineral|radio-?opaque|"
+          before=r"(?:bone|bony|osseous|tubular|metallic|soft\s+tissue|mineral|radio-?o?paque|"
                  r"breast)\W+(?:\w+\W+)?$|\bbone\s+densit",
           after=r"^\W+(?:\w+\W+){0,3}?(?:over(?:lying)?|projecting|projected|in\s+the\s+region)\s+"
                 r"(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,4}?(?:heart|mediastinum|ribs?|spine|clavicles?|"
-                r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b"),
+                r"scapula|soft\s+tissues?|breasts?|vertebra\w*)\b|"
+                + _EXTRAPULMONARY_PLACE, after_chars=120),
+    # Pleural scarring is not a lung opacity (CheXpert's unmention "pleural scar"), also when the
+    # clause says what a pleural finding is ("pleural thickening at the apex is likely scarring").
     _rule("Lung Opacity", r"\bscar(?:s|ring|red)?\b",
-          before=r"pleura\w*\W+(?:\w+\W+){0,2}$",
+          before=r"pleura\w*\W+(?:\w+\W+){0,2}$|\bpleura\w*\s+(?:thickening|reaction|changes?|"
+                 r"densit\w+|opacit\w+)\b(?:(?!\b(?:and|there|with|while|but)\b)[^;.])*?\b"
+                 r"(?:is|are|likely|probably|represents?|representing|reflects?|consistent\s+with|"
+                 r"compatible\s+with|suggestive\s+of|xxxx)\s+(?:\w+\s+)?$",
+          before_chars=100,
           after=r"^\s+(?:of|in|along|involving)\s+(?:the\s+)?(?:\w+\s+)?pleura"),
     _rule("Lung Opacity", r"\bfibro(?:sis|tic)\b", before=r"pleura\w*\W+(?:\w+\W+)?$"),
     _rule("Lung Opacity",
@@ -205,8 +251,9 @@ RULES: tuple[MentionRule, ...] = (
 
 # Words that can start a mention: a cheap pre-filter so sentences without any are skipped.
 _TRIGGER_RE = re.compile(
-    r"cardi|heart|mediastin|nodul|mass|lesion|cavit|neoplas|tumo|malig|metast|opac|infiltr|"
-    r"air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|edema|conges|failure|"
+    r"cardi|heart|mediastin|nodul|mass|lump|lesion|cavit|neoplas|tumo|malig|metast|carcinom|"
+    r"opac|infiltr|air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|"
+    r"edema|conges|failure|"
     r"chf|overload|cephaliz|kerley|vascul|vessel|consolid|pneumo|infect|atelect|collaps|ptx|"
     r"pleura|effusion|fluid|fibrothorax|capping|fractur|fx|tube|line|cath|picc|port|pace|"
     r"aicd|icd|defib|recorder|generator|stimulat|lead|wire|clip|sutur|staple|stent|graft|"
@@ -238,8 +285,24 @@ def _by_category() -> tuple[tuple[re.Pattern, tuple[MentionRule, ...]], ...]:
 _GROUPS = _by_category()
 
 
-def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
+# A sentence that names what the previous one described ("These likely represent calcified
+# granulomas."): its words count as the previous sentence's after-context for exclusions.
+_NAMING_FOLLOWER_RE = re.compile(r"^\W*(?:this|these|it|they|both|which)\b")
+
+
+def names_previous(sentence_lc: str) -> bool:
+  """True when a lower-cased sentence starts by pointing back ("this", "these", "it", ...)."""
+  return _NAMING_FOLLOWER_RE.match(sentence_lc) is not None
+
+
+def find_rule_matches(sentence_lc: str, following: str = ""
+                      ) -> list[tuple[MentionRule, int, int]]:
   """All rule matches in a lower-cased sentence, after context exclusions.
+
+  Args:
+    sentence_lc: the lower-cased sentence.
+    following: a lower-cased next sentence that points back at this one (names_previous), read
+      as a continuation of this sentence's clause by the after-context exclusions only.
 
   Returns:
     (rule, start, end) tuples in order of start.
@@ -247,6 +310,7 @@ def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
   out = []
   if not may_mention(sentence_lc):
     return out
+  after_text = f"{sentence_lc.rstrip(' .')}, {following}" if following else sentence_lc
   for group_pattern, rules in _GROUPS:
     if group_pattern.search(sentence_lc) is None:
       continue
@@ -254,10 +318,10 @@ def find_rule_matches(sentence_lc: str) -> list[tuple[MentionRule, int, int]]:
       for m in rule.pattern.finditer(sentence_lc):
         start, end = m.start(), m.end()
         if rule.exclude_before is not None and rule.exclude_before.search(
-            sentence_lc, max(0, start - 40), start):
+            sentence_lc, max(0, start - rule.before_chars), start):
           continue
         if rule.exclude_after is not None and rule.exclude_after.search(
-            sentence_lc[end:end + 40]):
+            after_text[end:end + rule.after_chars]):
           continue
         out.append((rule, start, end))
   out.sort(key=lambda t: (t[1], t[2]))

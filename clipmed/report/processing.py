@@ -130,7 +130,8 @@ def fill_missing_negatives(records: list[dict[str, Any]], rng: np.random.Generat
 
   process_reports leaves neg_source == "none" for studies that are neither normal nor have a
   positive finding that can be negated cleanly: mostly studies whose only findings are uncertain
-  ("possible small left pleural effusion"), about 3% of a SynthCXR split.
+  ("possible small left pleural effusion"), and studies whose report names nothing but the
+  finding (its r^r would be empty), about 3% of a SynthCXR split.
   Such a study gets a report of the split with exactly one positive entity, as a normal study
   does, chosen among those whose entity is not already present (positive or uncertain) in the
   study, so that the negative asserts a finding the study does not. neg_source is "pool".

@@ -100,6 +100,47 @@ def clinical_text(text: str) -> str:
   return "\n\n".join(parts)
 
 
+# A sentence that is only the name of a body part ("Chest.", "Left knee.", "2. SOFT TISSUE NECK.")
+# heads the part of a combined report that describes that examination.
+_EXAM_HEADING_RE = re.compile(
+    r"^\W*(?:\d+\s*[.)]\s*)?(?:the\s+)?(?:(?:left|right|bilateral)\s+)?(?P<part>[a-z ]+?)"
+    r"(?:\s+(?:exam(?:ination)?|series|views?|radiographs?|films?))?\W*$", re.IGNORECASE)
+_CHEST_PARTS = frozenset((
+    "chest", "thorax", "ribs", "rib", "sternum", "thoracic spine", "lungs", "pa and lateral chest"))
+_OTHER_PARTS = frozenset((
+    "knee", "knees", "hip", "hips", "pelvis", "shoulder", "shoulders", "neck", "soft tissue neck",
+    "soft tissues neck", "abdomen", "kub", "cervical spine", "lumbar spine", "lumbosacral spine",
+    "sacrum", "humerus", "elbow", "forearm", "wrist", "hand", "femur", "tibia", "ankle", "foot",
+    "feet", "skull", "sinuses", "facial bones", "clavicle"))
+
+
+def exam_heading(sentence: str) -> str:
+  """"chest" or "other" when a sentence only names the body part of an examination, else "".
+
+  Open-i and clinic reports join several examinations ("Chest. ... Left knee. ..."); the
+  labeler reads the chest parts only.
+  """
+  if len(sentence) > 40:
+    return ""
+  m = _EXAM_HEADING_RE.match(sentence)
+  if m is None:
+    return ""
+  part = " ".join(m.group("part").lower().split())
+  return "chest" if part in _CHEST_PARTS else "other" if part in _OTHER_PARTS else ""
+
+
+def chest_sentences(sentence_list: list[str]) -> list[str]:
+  """The sentences outside the non-chest examinations of a combined report (all when none)."""
+  out, reading = [], True
+  for sentence in sentence_list:
+    heading = exam_heading(sentence)
+    if heading:
+      reading = heading == "chest"
+    elif reading:
+      out.append(sentence)
+  return out
+
+
 def join_fields(findings: str, impression: str) -> str:
   """Builds a report from separate findings / impression fields (Open-i, SynthCXR)."""
   parts = []

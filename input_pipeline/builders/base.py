@@ -39,9 +39,8 @@ from typing import Any, ClassVar
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 
-from clipmed import errors
+from clipmed import errors, progress
 from clipmed.report import chexpert
 from clipmed.report import processing as report_processing
 from input_pipeline import extras
@@ -169,7 +168,7 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     found = self.list_studies(manual_dir)
     self.rejects, self.filtered = list(found.rejects), dict(found.filtered)
     for note in found.notes:
-      _say(f"{self.DATASET}: {note}")
+      progress.say(f"{self.DATASET}: {note}")
     limit = self.builder_config.max_examples
     generators = {}
     for split, studies in found.splits.items():
@@ -190,7 +189,7 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     return generators
 
   def _generate_examples(self, split: str, tasks: list[work.StudyTask]):
-    with self._bar(len(tasks), f"{self.DATASET} {split}: images", "study") as bar:
+    with self._bar(len(tasks), f"{self.DATASET} {split}: images", "studies") as bar:
       results = self._map(work.build_study, tasks, chunksize=4)
       yield from work.unpack(_counting(results, bar), self.rejects)
 
@@ -234,7 +233,7 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     with open(os.path.join(os.fspath(self.data_dir), INDEX_FILE), "w", encoding="utf-8") as f:
       json.dump(index, f)
     if self.HAS_REPORTS and train_texts:
-      _say(f"{self.DATASET}: training a WordPiece tokenizer (vocab "
+      progress.say(f"{self.DATASET}: training a WordPiece tokenizer (vocab "
            f"{self.builder_config.vocab_size}) on {len(train_texts) // 2} train reports")
       tokenizer_lib.train_wordpiece(train_texts, os.path.join(os.fspath(self.data_dir),
                                                                TOKENIZER_DIR),
@@ -263,7 +262,7 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     if self.HAS_REPORTS:
       seed = _split_seed(cfg.seed, split)
       reports = [(i, study.report, seed) for i, study in enumerate(studies)]
-      with self._bar(len(reports), f"{self.DATASET} {split}: reports", "study") as bar:
+      with self._bar(len(reports), f"{self.DATASET} {split}: reports", "studies") as bar:
         records = list(_counting(self._map(work.process_report, reports, chunksize=64), bar))
       report_processing.assign_pool_negatives(records, np.random.default_rng([seed, len(records)]))
       report_processing.fill_missing_negatives(records,
@@ -329,11 +328,17 @@ class RealDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       self._processes = multiprocessing.get_context("spawn").Pool(self.workers)
     return self._processes.imap(fn, items, chunksize=chunksize)
 
-  def _bar(self, total: int, desc: str, unit: str):
+  def _bar(self, total: int, desc: str, unit: str) -> progress.Progress:
     """A progress bar on a terminal; a plain line every 30 s in a log file (SLURM, CI)."""
-    tty = sys.stderr.isatty()
-    return tqdm.tqdm(total=total, desc=desc, unit=unit, disable=not self.progress,
-                     dynamic_ncols=tty, mininterval=1.0 if tty else 30.0, ascii=not tty)
+    return progress.Progress(total, desc, unit, enabled=self.progress)
+
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and a "Dataset ... prepared"
+  # line of its own around generation; clipmed's bars and summary say it once.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
 
 
 def _counting(results: Iterable[Any], bar) -> Iterator[Any]:
@@ -351,10 +356,6 @@ def _split_seed(seed: int, split: str) -> int:
 def split_hash(image_ids: Iterable[str]) -> str:
   """sha256 of the sorted image_ids of a split, one per line: equal hashes, equal images."""
   return hashlib.sha256("\n".join(sorted(image_ids)).encode("utf-8")).hexdigest()
-
-
-def _say(message: str) -> None:
-  tqdm.tqdm.write(message)
 
 
 def make_config(builder_cls: type[RealDatasetBuilder], *, image_size: int = DEFAULT_IMAGE_SIZE,

@@ -22,14 +22,12 @@ import json
 import os
 import time
 
-from absl import logging
-
 from input_pipeline import extras
 from input_pipeline import tokenizer as tokenizer_lib
 from input_pipeline.synthcxr.generate import generate_example
 from input_pipeline.synthcxr.generate import measure_speed
 
-from clipmed import errors
+from clipmed import errors, progress
 
 __all__ = ["prepare", "builder", "data_source", "tokenizer_dir", "measure_speed",
            "generate_example"]
@@ -90,11 +88,6 @@ def _check_writable(path: str) -> None:
         "directory, e.g. --config=configs/demo.py:data_dir=/tmp/tfds")
 
 
-def _say(message: str) -> None:
-  logging.info(message)
-  print(message, flush=True)
-
-
 def _tokenizer_ready(out_dir: str, vocab_size: int) -> bool:
   meta = os.path.join(out_dir, _TOKENIZER_META)
   if not os.path.exists(os.path.join(out_dir, "tokenizer.json")) or not os.path.exists(meta):
@@ -123,23 +116,25 @@ def prepare(data_dir: str, *, image_size: int = 128, num_train: int = 6000,
     The builder's data directory (<data_dir>/synth_cxr/<config>/<version>); the tokenizer is in
     its "tokenizer" subdirectory.
   """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   synth = dict(image_size=image_size, num_train=num_train, num_validation=num_validation,
                num_test=num_test, seed=seed)
   b = builder(data_dir, **synth)
   name = b.builder_config.name
   if not b.is_prepared():
     _check_writable(os.path.expanduser(data_dir))
-    _say(f"Generating SynthCXR {name} ({num_train}+{num_validation}+{num_test} examples, "
-         f"{image_size}px) into {b.data_dir}; this runs once.")
+    progress.say(f"Generating SynthCXR {name} ({num_train}+{num_validation}+{num_test} "
+                 f"examples, {image_size}px) into {b.data_dir}; this runs once.")
     start = time.perf_counter()
+    tfds.disable_progress_bar()  # clipmed's own bars, one per split
     b.download_and_prepare()
-    _say(f"SynthCXR {name} ready in {time.perf_counter() - start:.0f}s.")
+    progress.say(f"SynthCXR {name} ready in {time.perf_counter() - start:.0f}s.")
   out_dir = os.path.join(os.fspath(b.data_dir), "tokenizer")
   if not _tokenizer_ready(out_dir, vocab_size):
     _check_writable(os.fspath(b.data_dir))
-    _say(f"Training a WordPiece tokenizer (vocab {vocab_size}) on the {name} train reports.")
-    import tensorflow_datasets as tfds
-
+    progress.say(f"Training a WordPiece tokenizer (vocab {vocab_size}) on the {name} train "
+                 "reports.")
     source = b.as_data_source(split="train",
                               decoders={"image": tfds.decode.SkipDecoding()})
     # The reports and their hard negatives: the negative statements bring a few words of their own.

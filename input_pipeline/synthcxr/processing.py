@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from clipmed import progress as progress_lib
 from clipmed.report import hard_negatives
 from clipmed.report import processing as report_processing
 from input_pipeline.synthcxr import generate
@@ -68,8 +69,7 @@ def process_reports_cached(texts: Sequence[str], *, seed: int,
 
 
 def process_split(texts: Sequence[str], *, seed: int, split: str,
-                  say: Callable[[str], None] | None = None,
-                  name: str = "synth_cxr") -> list[dict[str, Any]]:
+                  bar: progress_lib.Progress | None = None) -> list[dict[str, Any]]:
   """Processes every report of a split: clean text, graphs and one hard negative each.
 
   Deterministic: report i draws from process_reports' generator for processing_seed(seed, split);
@@ -79,28 +79,21 @@ def process_split(texts: Sequence[str], *, seed: int, split: str,
     texts: the N reports of the split, in record order.
     seed: the dataset's generation seed.
     split: "train", "validation" or "test".
-    say: progress printer (about every 10%, then a summary); None is silent.
-    name: dataset name for the messages.
+    bar: counts the reports and gets a hard-negative summary line; None is silent.
 
   Returns:
     N dicts with the keys of clipmed.report.processing.FIELDS (of which STORED_FIELDS are stored).
   """
   num = len(texts)
-  every = max(1, num // 10)
   start = time.perf_counter()
-
-  def progress(done: int) -> None:
-    if say is not None and (done % every == 0 or done == num):
-      rate = done / max(time.perf_counter() - start, 1e-9)
-      say(f"{name} {split}: processed {done}/{num} reports ({100 * done // num}%, {rate:.0f}/s)")
-
   split_seed = processing_seed(seed, split)
-  records = process_reports_cached(list(texts), seed=split_seed, progress=progress)
+  records = process_reports_cached(list(texts), seed=split_seed,
+                                   progress=None if bar is None else lambda _: bar.update())
   filled = report_processing.fill_missing_negatives(
       records, np.random.default_rng([split_seed, num, 1]))
-  if say is not None and num:
+  if bar is not None and num:
     sources = [r["neg_source"] for r in records]
     counts = ", ".join(f"{s} {sources.count(s)}" for s in ("negated", "pool", "none"))
-    say(f"{name} {split}: hard negatives {counts} ({filled} abnormal studies without a "
-        f"negatable positive finding got a pool one); {time.perf_counter() - start:.1f}s")
+    bar.write(f"{bar.desc}: hard negatives {counts} ({filled} abnormal studies without a "
+              f"negatable positive finding got a pool one); {time.perf_counter() - start:.1f}s")
   return records

@@ -10,14 +10,12 @@ the whole split), then render and yield the examples in order.
 """
 
 import dataclasses
-import time
 
-from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from clipmed import errors
+from clipmed import errors, progress
 from clipmed.report import chexpert
 from input_pipeline.synthcxr import generate
 from input_pipeline.synthcxr import processing
@@ -146,23 +144,23 @@ class SynthCxr(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     name = f"synth_cxr/{cfg.name}"
     texts = [generate.generate_report(cfg.seed, split, index) for index in range(num)]
-    records = processing.process_split(texts, seed=cfg.seed, split=split, say=_say, name=name)
     renderer = render_lib.Renderer(cfg.image_size)
-    every = max(1, num // 10)
-    start = time.perf_counter()
-    for index, record in enumerate(records):
-      example = generate.generate_example(renderer, cfg.seed, split, index)
-      if example["report"] != texts[index]:  # generation must not depend on what ran before
-        raise RuntimeError(f"{name} {split}: example {index} wrote a different report on its "
-                           "second generation; SynthCXR generation is not deterministic.")
-      example.update({key: record[key] for key in processing.STORED_FIELDS})
-      yield f"{index:09d}", example
-      done = index + 1
-      if done % every == 0 or done == num:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        _say(f"{name} {split}: {done}/{num} examples ({100 * done // num}%, {rate:.0f}/s)")
+    with progress.Progress(num, f"{name} {split}: reports", "studies") as bar:
+      records = processing.process_split(texts, seed=cfg.seed, split=split, bar=bar)
+      bar.reset(num, f"{name} {split}: images")
+      for index, record in enumerate(records):
+        example = generate.generate_example(renderer, cfg.seed, split, index)
+        if example["report"] != texts[index]:  # generation must not depend on what ran before
+          raise RuntimeError(f"{name} {split}: example {index} wrote a different report on its "
+                             "second generation; SynthCXR generation is not deterministic.")
+        example.update({key: record[key] for key in processing.STORED_FIELDS})
+        yield f"{index:09d}", example
+        bar.update()
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and a "Dataset ... prepared"
+  # line of its own around generation; input_pipeline.synthcxr.prepare says it once.
+  def _log_download_bytes(self) -> None:
+    pass
 
-def _say(message: str) -> None:
-  logging.info(message)
-  print(message, flush=True)
+  def _log_download_done(self) -> None:
+    pass

@@ -1,7 +1,7 @@
 """A small fake copy of MIMIC-CXR-JPG 2.x + the MIMIC-CXR reports, laid out like the download.
 
     files/p10/p10000032/s50000001/<dicom_id>.jpg       images (real JPEGs)
-    mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz    the index files, gzip-compressed
+    mimic-cxr-2.0.0-{split,metadata,chexpert,negbio}.csv.gz   the index files, gzip-compressed
     mimic-cxr-reports.zip (files/...txt inside) or files/pXX/pSUBJECT/sSTUDY.txt
 
 Faults planted on purpose (FAULTS): a truncated JPEG, a listed image missing on disk, a study
@@ -113,8 +113,9 @@ def write(root: str, *, reports: str = "zip", size: tuple[int, int] = (96, 80)) 
   write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-metadata.csv.gz"),
                 ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
                  "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime"], meta_rows)
-  write_gz_csv(os.path.join(root, "mimic-cxr-2.0.0-chexpert.csv.gz"),
-                ["subject_id", "study_id"] + sorted(chexpert.CATEGORIES), label_rows)
+  for labeler in ("chexpert", "negbio"):  # NegBio's file has the same layout
+    write_gz_csv(os.path.join(root, f"mimic-cxr-2.0.0-{labeler}.csv.gz"),
+                  ["subject_id", "study_id"] + sorted(chexpert.CATEGORIES), label_rows)
   if reports == "zip":
     with zipfile.ZipFile(os.path.join(root, "mimic-cxr-reports.zip"), "w") as z:
       for name, data in sorted(report_files.items()):

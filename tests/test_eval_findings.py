@@ -1,0 +1,188 @@
+"""Finding-level evaluation: the CheXpert hierarchy, within-image discrimination, calibration of
+the zero-shot decision, the image-mean share and the shuffled adversarial baseline, each on a
+hand-computed case."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from clipmed.evaluators import adversarial, findings, metrics, zero_shot
+from clipmed.evaluators.base import EvalContext, SplitData
+from clipmed.report import chexpert
+
+
+def _point(stat_fn, n):
+  return {k: float(np.asarray(v)[0]) for k, v in stat_fn(np.ones((1, n))).items()}
+
+
+def test_hierarchy_relatives_are_not_askable_as_absent():
+  classes = ["Lung Opacity", "Edema", "Cardiomegaly", "Enlarged Cardiomediastinum", "Pneumonia",
+             "Consolidation", "Pneumothorax"]
+  assert findings.ancestors("Pneumonia") == ("Consolidation", "Lung Opacity")
+  assert findings.ancestors("Pneumothorax") == ()
+  present = np.zeros((4, 7), bool)
+  present[0, classes.index("Edema")] = True
+  present[1, classes.index("Pneumonia")] = True
+  present[2, classes.index("Cardiomegaly")] = True
+  present[3, classes.index("Lung Opacity")] = True
+  askable = findings.askable_absent(present, ~present, classes)
+  col = {name: askable[:, i] for i, name in enumerate(classes)}
+  # Edema implies Lung Opacity; Pneumonia implies Consolidation and Lung Opacity.
+  assert not col["Lung Opacity"][0] and not col["Lung Opacity"][1]
+  assert not col["Consolidation"][1] and col["Consolidation"][0]
+  assert not col["Enlarged Cardiomediastinum"][2] and col["Enlarged Cardiomediastinum"][0]
+  # A present parent leaves its children askable; unrelated findings stay askable everywhere.
+  assert col["Edema"][3] and col["Pneumonia"][3]
+  assert col["Pneumothorax"].all()
+  # Another vocabulary (ChestX-ray14) keeps the relations it shares: Pneumonia -> Consolidation.
+  cxr14 = ["Pneumonia", "Consolidation", "Effusion"]
+  out = findings.askable_absent(np.array([[True, False, False]]), np.array([[False, True, True]]),
+                                cxr14)
+  np.testing.assert_array_equal(out, [[False, False, True]])
+
+
+def test_within_image_counts_pairs_and_ties():
+  scores = np.array([[2.0, 1.0, 3.0],     # present 0; absent 1 (2 > 1), 2 (2 < 3): 1/2
+                     [0.0, 1.0, 1.0],     # present 1, 2; absent 0: wins 2 of 2: 1
+                     [1.0, 1.0, 0.0],     # present 0; absent 1 (tie): 1/2
+                     [5.0, 0.0, 0.0]])    # nothing present: no pair
+  present = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 0]], bool)
+  askable = np.array([[0, 1, 1], [1, 0, 0], [0, 1, 0], [1, 1, 1]], bool)
+  fraction, has_pair = findings.within_image_scores(scores, present, askable)
+  np.testing.assert_allclose(fraction[:3], [0.5, 1.0, 0.5])
+  np.testing.assert_array_equal(has_pair, [True, True, True, False])
+
+
+def test_image_mean_share_separates_an_abnormality_score_from_independent_findings():
+  rng = np.random.default_rng(0)
+  additive = rng.normal(size=(200, 1)) + rng.normal(size=(1, 5))      # one score per image
+  share = findings.image_mean_share(additive, np.ones((1, 200)))
+  assert share[0] == pytest.approx(1.0)
+  balanced = np.array([[1.0, -1.0], [-1.0, 1.0]] * 10)                 # image means all equal
+  assert findings.image_mean_share(balanced, np.ones((1, 20)))[0] == pytest.approx(0.0)
+  independent = rng.normal(size=(20000, 5))
+  assert findings.image_mean_share(independent, np.ones((1, 20000)))[0] == pytest.approx(
+      0.2, abs=0.01)
+
+
+def _decision_case():
+  classes = ["Cardiomegaly", "Edema"]
+  scores = np.array([[1.0, -1.0], [2.0, 0.5], [0.5, -2.0], [-1.0, 3.0], [3.0, -3.0]])
+  labels = np.array([[1, 0], [0, 1], [0, np.nan], [0, 1], [-1, 0]], np.float32)
+  return classes, scores, labels
+
+
+def test_calibration_and_within_image_hand_computed():
+  classes, scores, labels = _decision_case()
+  positive, counted = zero_shot.binary_targets(labels)
+  askable = findings.askable_absent(positive & counted, ~positive & counted, classes)
+  out = _point(zero_shot.decision_statistics(scores, positive, counted, askable, classes), 5)
+  # Cardiomegaly: counted rows 0-3 (row 4 uncertain); says yes on 0, 1, 2; present on 0.
+  assert out["positive_rate/cardiomegaly"] == pytest.approx(3 / 4)
+  assert out["prevalence/cardiomegaly"] == pytest.approx(1 / 4)
+  # Edema: counted rows 0-4; yes on 1, 3; present on 1, 3.
+  assert out["positive_rate/edema"] == pytest.approx(2 / 5)
+  assert out["prevalence/edema"] == pytest.approx(2 / 5)
+  assert out["max_rate_over_prevalence"] == pytest.approx(3.0)
+  # Pairs: row 0 card 1 > edema -1: 1; row 1 edema 0.5 < card 2: 0; row 3 edema 3 > card -1: 1.
+  # Row 2 has nothing present, row 4 nothing present (card uncertain).
+  assert out["within_image"] == pytest.approx(2 / 3)
+
+
+def _prompt_config(tmp_path, task, classes):
+  path = tmp_path / "p.json"
+  path.write_text(json.dumps({"classes": {
+      c: {"positive": [f"{c}+"], "negative": [f"{c}-"]} for c in classes}}))
+  return ml_collections.ConfigDict(dict(task=task, split="test", every_steps=0, prompts=str(path),
+                                        classes=classes, where={}, num_bootstrap=200))
+
+
+def _split(scores, labels_by_class):
+  """A split whose zero-shot logits are `scores` (logit scale 1): image = scores, prompt c+ =
+  e_c, prompt c- = 0."""
+  n, k = scores.shape
+  labels = np.full((n, 14), np.nan, np.float32)
+  for name, column in labels_by_class.items():
+    labels[:, chexpert.INDEX[name]] = column
+  return SplitData(dataset="toy", split="test", image=scores.astype(np.float32),
+                   report=scores.astype(np.float32), labels=labels,
+                   reports=[f"r{i}" for i in range(n)], study_ids=[f"s{i}" for i in range(n)],
+                   extras={})
+
+
+def _embedder(classes):
+  def embed(texts):
+    out = np.zeros((len(texts), len(classes)), np.float32)
+    for row, text in enumerate(texts):
+      if text.endswith("+"):
+        out[row, classes.index(text[:-1])] = 1.0
+    return out
+  return embed
+
+
+def test_zero_shot_reports_the_decision_metrics_and_records_examples(tmp_path):
+  classes, scores, labels = _decision_case()
+  data = _split(scores, dict(zip(classes, labels.T)))
+  ctx = EvalContext(dataset="toy", logit_scale=1.0, seed=0, load_split=lambda c, s: data,
+                    embed_texts=_embedder(classes))
+  # EvalContext normalises text rows; a zero row stays zero, so logits = scores exactly.
+  ev = zero_shot.ZeroShot(_prompt_config(tmp_path, "zero_shot", classes))
+  out = ev.evaluate(ctx)
+  assert out["within_image"].value == pytest.approx(2 / 3)
+  assert out["max_rate_over_prevalence"].value == pytest.approx(3.0)
+  assert out["within_image"].ci_low <= 2 / 3 <= out["within_image"].ci_high
+  ex = ctx.examples["zero_shot"]
+  assert str(ex["task"]) == "zero_shot"
+  np.testing.assert_array_equal(ex["study_ids"], [f"s{i}" for i in range(5)])
+  np.testing.assert_allclose(ex["scores"], scores, atol=1e-6)
+  again = metrics.bootstrap(zero_shot.ZeroShot.statistics(ex), 5, num_resamples=200, seed=0)
+  assert again == out
+
+
+def test_shuffled_baseline_hand_computed():
+  # Answers (logit > 0): image 0 yes/no, image 1 yes/yes, image 2 no/no.
+  examples = dict(scores=np.array([[1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]]),
+                  eligible=np.array([True, True, True]), pos_class=np.array([0, 1, 0]),
+                  neg_class=np.array([1, 0, 1]))
+  out = _point(adversarial.Adversarial.statistics(examples), 3)
+  assert out["accuracy"] == pytest.approx(1 / 3)
+  # Image 2's question (A present, B absent) is answered right by image 0's pattern only.
+  assert out["shuffled_accuracy"] == pytest.approx((0 + 0 + 1 / 2) / 3)
+  assert out["shuffled_positive_accuracy"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+  assert out["shuffled_negative_accuracy"] == pytest.approx(1 / 2)
+  assert out["accuracy_over_shuffled"] == pytest.approx(1 / 3 - 1 / 6)
+
+
+def test_the_shuffled_baseline_matches_a_content_free_model_and_not_an_informed_one():
+  rng = np.random.default_rng(1)
+  n, k = 2000, 6
+  present = rng.random((n, k)) < 0.3
+  pairs = dict(zip(("eligible", "pos_class", "neg_class"),
+                   adversarial.pick_pairs(present, ~present, rng)))
+  # Answers unrelated to the image (per-class "yes" rates 0.2 .. 0.7): shuffling changes nothing.
+  blind = rng.random((n, k)) < np.linspace(0.2, 0.7, k)
+  out = metrics.bootstrap(adversarial.Adversarial.statistics(
+      dict(scores=np.where(blind, 1.0, -1.0), **pairs)), n, num_resamples=300, seed=0)
+  diff = out["accuracy_over_shuffled"]
+  assert diff.ci_low < 0.0 < diff.ci_high
+  assert out["accuracy"].value == pytest.approx(out["shuffled_accuracy"].value, abs=0.03)
+  # Answers that are the labels: every question right, far above the baseline.
+  out = metrics.bootstrap(adversarial.Adversarial.statistics(
+      dict(scores=np.where(present, 1.0, -1.0), **pairs)), n, num_resamples=300, seed=0)
+  assert out["accuracy"].value == 1.0
+  assert out["accuracy_over_shuffled"].ci_low > 0.5
+
+
+def test_adversarial_never_asks_an_implied_parent_as_absent(tmp_path):
+  classes = ["Lung Opacity", "Edema"]
+  n = 50
+  scores = np.tile([[1.0, 1.0]], (n, 1))
+  data = _split(scores, {"Lung Opacity": np.full(n, np.nan), "Edema": np.ones(n)})
+  ctx = EvalContext(dataset="toy", logit_scale=1.0, seed=0, load_split=lambda c, s: data,
+                    embed_texts=_embedder(classes))
+  out = adversarial.Adversarial(_prompt_config(tmp_path, "adversarial", classes)).evaluate(ctx)
+  # Every image has Edema; Lung Opacity (blank) is its parent, so no question can be asked.
+  assert not ctx.examples["adversarial"]["eligible"].any()
+  assert np.isnan(out["accuracy"].value)
