@@ -194,7 +194,7 @@ def write_eval_summaries(writer, step: int, *, config, dataset, model, embedder,
   spec_loss = losses.LossSpec.from_config(config.loss, graph_enabled=config.model.graph.enabled)
   similarity = {"text": text @ text.T}
   clinical = chexpert.clinical_vector(meta["labels"][:n], class_names=dataset.class_names,
-                                      uncertain_as=float(config.data.uncertain_as))
+                                      uncertain_as=config.data.uncertain_as)
   similarity["clinical"] = clinical @ clinical.T
   for stream in spec_loss.streams:
     if stream in similarity:
