@@ -104,6 +104,33 @@ def check_run_tokenizer(workdir: str, tokenizer: Any, fingerprint: str, *, save:
       f.write(fingerprint + "\n")
 
 
+RUN_CONFIG = "config.json"  # <workdir>/config.json: the config the run was trained with
+
+
+def save_run_config(workdir: str, config: Any) -> None:
+  """Writes the run's config (an ml_collections.ConfigDict) as <workdir>/config.json, so that
+  clipmed.predict and clipmed.export can rebuild the model from the workdir alone."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=1, sort_keys=True) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def read_run_config(workdir: str) -> Any | None:
+  """The ml_collections.ConfigDict of <workdir>/config.json, or None for a run that has none
+  (trained before runs saved their config)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, RUN_CONFIG)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise errors.FileError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); delete it and "
+                           "pass the training config explicitly") from None
+
+
 def _is_complete(step_dir: str, items: tuple[str, ...]) -> bool:
   """Whether Orbax finished writing `step_dir` (named by its step) with all of `items`."""
   committed = os.path.exists(os.path.join(step_dir, _COMMIT_SUCCESS))

@@ -20,7 +20,7 @@ import flax.linen as nn
 
 import input_pipeline
 from clipmed import checkpointing, errors, evaluators, losses, preflight, progress, sharding
-from clipmed import state as state_lib, step_builder, train_step
+from clipmed import state as state_lib, step_builder, summaries, train_step
 from clipmed.errors import ConfigError, NonFiniteError
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import clip as clip_lib, pretrained
@@ -57,6 +57,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if float(config.preflight.device_memory_gb) < 0:
     raise ConfigError(f"config.preflight.device_memory_gb={config.preflight.device_memory_gb} "
                       "must be >= 0 (0: the device's own memory)")
+  summaries.check_config(config.eval_summaries)
 
 
 @dataclasses.dataclass
@@ -96,7 +97,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
   parts = step_builder.build_step_parts(config, vocab_size=len(dataset.tokenizer),
                                         num_classes=len(dataset.class_names), init_rng=init_rng)
   load_pretrained = None
-  if training and (config.model.image.init or config.model.text.init):
+  if training and pretrained.wants_init(config.model):
     load_pretrained = functools.partial(pretrained.init_clip_params, model_config=config.model)
   state, state_shardings = state_lib.create_sharded_state(
       parts.init_params, parts.tx, init_rng, parts.mesh, parts.rules,
@@ -209,6 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   s = setup(config, workdir)
   mesh, state = s.mesh, s.state
   writer.write_hparams(_flat_hparams(config))
+  if is_main:
+    checkpointing.save_run_config(workdir, config)  # clipmed.predict / export rebuild from it
 
   mixture = input_pipeline.datasets.mixture_sources(config.data, s.dataset)
   train_iter = input_pipeline.create_train_iterator(
@@ -287,11 +290,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           results = _timed_eval(bar, step, lambda: runner.run(
               step, **embedder.bind(state.params), only_due=True))
           writer.write_scalars(step, runner.scalars(results))
+          summaries.write_eval_summaries(writer, step, config=config, dataset=s.dataset,
+                                         model=s.model, embedder=embedder, params=state.params,
+                                         results=results)
 
     ckpt.wait_until_finished()
     bar.close()
     results = _timed_eval(bar, int(state.step), lambda: runner.run(
         int(state.step), **embedder.bind(state.params), only_due=False))
+    summaries.write_eval_summaries(writer, int(state.step), config=config, dataset=s.dataset,
+                                   model=s.model, embedder=embedder, params=state.params,
+                                   results=results)
   writer.write_scalars(int(state.step), runner.scalars(results))
   if is_main:
     runner.write(workdir, results, int(state.step))

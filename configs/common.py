@@ -126,6 +126,10 @@ def base_config() -> ml_collections.ConfigDict:
       # 24 edges).
       graph=dict(enabled=False, hidden_size=128, num_layers=2, max_nodes=48, max_edges=32,
                  max_node_tokens=8),
+      # Start from every weight of a clipmed export (python -m clipmed.export); the model
+      # settings above must match its config.json, and config.data.tokenizer should be its
+      # tokenizer/ directory. Excludes image.init and text.init.
+      init="",
   ))
 
   # The training objective. With every threshold >= 1 and only the text stream weighted, this is
@@ -176,6 +180,11 @@ def base_config() -> ml_collections.ConfigDict:
   # training dataset; another dataset is read from data_dir with config.data.prepared's settings).
   # every_steps = 0 runs it only after training; > 0 also every that many steps.
   config.eval_batch_size = 128
+  # TensorBoard pictures at each evaluation (clipmed/summaries.py): sample images with their
+  # reports, logit and soft-label target matrices of the first num_examples studies of `split`,
+  # zero-shot ROC curves over its first roc_examples studies, embedding-norm histograms.
+  config.eval_summaries = dict(enabled=True, split="test", num_examples=16, num_images=4,
+                               roc_examples=512)
   config.evals = ml_collections.ConfigDict()
   classes = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices", "Edema",
              "Lung Opacity", "Atelectasis", "Lung Lesion", "Fracture",

@@ -33,6 +33,8 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 2
   config.checkpoint_every_steps = 3
   config.eval_batch_size = 8
+  # The TensorBoard pictures cost seconds per evaluation; tests that read them switch them on.
+  config.eval_summaries.enabled = False
   for name in config.evals:
     config.evals[name].num_bootstrap = 50
   if args.evals != "all":

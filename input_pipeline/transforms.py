@@ -184,6 +184,14 @@ def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarr
   return np.asarray(out, dtype=np.uint8)
 
 
+def resize_to_unit(image: np.ndarray, size: int) -> np.ndarray:
+  """The evaluation-time image path: uint8 [H, W] -> float32 [size, size] in [0, 1] (a plain
+  resize of the square canvas, no augmentation). clipmed.predict uses it too."""
+  if image.shape != (size, size):
+    image = warp_image(image, resize_affine(image.shape, size), size)
+  return to_unit_range(image)
+
+
 def to_unit_range(image: np.ndarray) -> np.ndarray:
   """uint8 [H, W] -> float32 [H, W] in [0, 1]."""
   out = image.astype(np.float32)
@@ -351,9 +359,7 @@ def process_example(example: Mapping[str, Any], spec: ExampleSpec, tokenizer: Te
     affine = sample_crop_affine(rng, image.shape, size, spec.augment)
     pixels = jitter_brightness_contrast(warp_image(image, affine, size), rng, spec.augment)
   else:
-    if image.shape != (size, size):
-      image = warp_image(image, resize_affine(image.shape, size), size)
-    pixels = to_unit_range(image)
+    pixels = resize_to_unit(image, size)
   labels = chexpert.clinical_vector(_field(example, "labels", spec.split),
                                     class_names=spec.class_names,
                                     uncertain_as=spec.uncertain_as, normalize=False)

@@ -75,3 +75,18 @@ def prepared_records(summary, split: str) -> dict:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   source = tfds.builder_from_directory(summary["data_dir"]).as_data_source(split)
   return {row["image_id"].decode(): row for row in (source[i] for i in range(len(source)))}
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
+  """A workdir trained with configs/tiny.py (zero-shot and retrieval evaluations, TensorBoard
+  pictures on), once per session: checkpoints, config.json, tokenizer/, results.json and event
+  files."""
+  from clipmed import train  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path_factory.mktemp("tiny_workdir"))
+  config = tiny.get_config(f"data_dir={tiny_data_dir},evals=zero_shot+retrieval")
+  config.eval_summaries.enabled = True  # tests/test_summaries.py reads them
+  train.train_and_evaluate(config, workdir)
+  return workdir

@@ -50,6 +50,11 @@ class Embedder:
         embed_texts=functools.partial(self.embed_texts, params),
         logit_scale=float(self._scale(params)))
 
+  def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """[M] texts -> (input_ids, attention_mask) int32 [M, L], as the text encoder gets them."""
+    ids, mask = zip(*(self._tokenize(text) for text in texts))
+    return np.stack(ids), np.stack(mask)
+
   def embed_texts(self, params: Any, texts: Sequence[str]) -> np.ndarray:
     """[M] texts -> [M, D] embeddings, in fixed-size padded batches (one compilation)."""
     out = []
@@ -57,7 +62,7 @@ class Embedder:
       chunk = list(texts[start:start + self._batch_size])
       n = len(chunk)
       chunk += [""] * (self._batch_size - n)
-      ids, mask = zip(*(self._tokenize(text) for text in chunk))
-      emb = self._texts(params, jnp.asarray(np.stack(ids)), jnp.asarray(np.stack(mask)))
+      ids, mask = self.tokenize(chunk)
+      emb = self._texts(params, jnp.asarray(ids), jnp.asarray(mask))
       out.append(np.asarray(emb)[:n])
     return np.concatenate(out, axis=0) if out else np.zeros((0, self._dim), np.float32)

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from clipmed import errors
-from clipmed.models import convert
+from clipmed.models import convert, saved
 from clipmed.models.bert import BertEncoder, pool
 from clipmed.models.swin import SwinTransformer
 
@@ -284,6 +284,8 @@ def init_clip_params(params: Params, model_config: ml_collections.ConfigDict) ->
       of the checkpoint's config.json that differs from config.model.
   """
   params = dict(params)
+  if model_config.get("init"):
+    params = _init_from_export(params, model_config.init)
   if model_config.image.init:
     source = model_config.image.init
     path = resolve(source, "config.model.image.init")
@@ -311,12 +313,38 @@ def init_clip_params(params: Params, model_config: ml_collections.ConfigDict) ->
   return params
 
 
+def wants_init(model_config: ml_collections.ConfigDict) -> bool:
+  """Whether config.model names any weights to start from (init, image.init or text.init)."""
+  return bool(model_config.get("init") or model_config.image.init or model_config.text.init)
+
+
+def _init_from_export(params: Params, source: str) -> Params:
+  """Every CLIP parameter from a clipmed export directory (config.model.init)."""
+  loaded = {tuple(name.split("/")): value
+            for name, value in saved.flatten_params(saved.read_params(source)).items()}
+  unexpected = sorted("/".join(p) for p in set(loaded) - set(convert.flatten(params)))
+  if unexpected:
+    raise errors.ConfigError(f"config.model.init={source}: the export has parameters this "
+                             f"config.model does not ({unexpected[:5]}); use the export's model "
+                             f"settings ({os.path.join(source, saved.CONFIG)})")
+  return _replace_subtree(params, loaded, "config.model.init", source)
+
+
 def check_pretrained_available(model_config: ml_collections.ConfigDict) -> None:
   """Raises an actionable error if a checkpoint named by config.model cannot be found or fetched.
 
-  Call it before compiling anything: it resolves (and downloads, when online) image.init and
-  text.init, and checks that each holds weights.
+  Call it before compiling anything: it checks that config.model.init is a clipmed export,
+  resolves (and downloads, when online) image.init and text.init, and checks that each holds
+  weights.
   """
+  if model_config.get("init"):
+    if not saved.is_export(os.path.expanduser(model_config.init)):
+      raise errors.FileError(f"config.model.init={model_config.init!r} is not a clipmed export "
+                             f"(a directory with {saved.CONFIG} and {saved.WEIGHTS}); write one "
+                             "with `python -m clipmed.export --workdir=... --output=...`")
+    if model_config.image.init or model_config.text.init:
+      raise errors.ConfigError("config.model.init (all weights from an export) and "
+                               "config.model.image.init / text.init exclude each other; set one")
   for field, source in (("config.model.image.init", model_config.image.init),
                         ("config.model.text.init", model_config.text.init)):
     if not source:

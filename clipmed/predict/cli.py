@@ -1,0 +1,181 @@
+"""The command line of clipmed.predict (`python -m clipmed.predict --help`).
+
+    python -m clipmed.predict --model DIR --images a.png b.dcm scans/ \\
+        [--findings "pleural effusion,pneumothorax"] [--reports reports.csv --top-k 5] \\
+        [--output out.csv|out.json]
+
+One record per image file; an unreadable file gets one `error:` line on stderr and an `error`
+field, and the other files are still scored (exit status 0; 1 when no file could be read).
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from clipmed import errors
+from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, top_k
+
+# Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+
+
+def find_images(paths: Iterable[str]) -> list[str]:
+  """Files given, and under each directory given (recursively) the image files, sorted.
+
+  Raises:
+    FileError: a path that does not exist.
+  """
+  out = []
+  for path in paths:
+    if os.path.isdir(path):
+      found = []
+      for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.join(root, f) for f in files if not f.startswith(".") and (
+            os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES or not os.path.splitext(f)[1])]
+      out += sorted(found)
+    elif os.path.exists(path):
+      out.append(path)
+    else:
+      raise errors.FileError(f"--images {path}: no such file or directory")
+  return out
+
+
+def read_reports(path: str) -> list[str]:
+  """Report texts of a CSV file: its "report" (or "text") column, or its only column."""
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      rows = list(csv.DictReader(f))
+  except FileNotFoundError:
+    raise errors.FileError(f"--reports {path}: no such file") from None
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise errors.DataError(f"--reports {path} is not a UTF-8 CSV file ({e})") from None
+  columns = list(rows[0]) if rows else []
+  column = next((c for c in ("report", "text") if c in columns), None)
+  if column is None and len(columns) == 1:
+    column = columns[0]
+  if column is None or not rows:
+    raise errors.DataError(f"--reports {path} needs a header row with a \"report\" column and at "
+                           f"least one report (columns found: {columns})")
+  return [row[column] or "" for row in rows]
+
+
+def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
+                  reports: Sequence[str] | None = None, top_k_reports: int = 5,
+                  progress: bool = True) -> list[dict[str, Any]]:
+  """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
+
+  Returns:
+    One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
+    probability}, "reports": [{"rank", "index", "report", "similarity"}]}.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  report_emb = model.embed_reports(reports) if reports else None
+  classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
+  records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
+  # disable=None: a bar on a terminal only, not in logs.
+  bar = tqdm(total=len(files), unit="image", file=sys.stderr,
+             disable=True if not progress or len(files) < 2 else None)
+  for start in range(0, len(files), model.batch_size):
+    batch, rows = [], []
+    for i in range(start, min(start + model.batch_size, len(files))):
+      try:
+        batch.append(model.preprocess(files[i]))
+        rows.append(i)
+      except errors.UserError as e:
+        records[i]["error"] = str(getattr(e, "reason", e))
+        bar.write(f"error: {e}", file=sys.stderr)
+      bar.update(1)
+    if not rows:
+      continue
+    emb = model.embed_pixels(np.stack(batch))
+    _, logits = model.zero_shot_logits(emb, classes, prompts)
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    if report_emb is not None:
+      index, sims = top_k(emb, report_emb, top_k_reports)
+    for j, i in enumerate(rows):
+      records[i]["findings"] = {c: float(probs[j, k]) for k, c in enumerate(classes)}
+      if report_emb is not None:
+        records[i]["reports"] = [
+            {"rank": r + 1, "index": int(index[j, r]), "report": reports[index[j, r]],
+             "similarity": float(sims[j, r])} for r in range(index.shape[1])]
+  bar.close()
+  return records
+
+
+def write_records(records: Sequence[Mapping[str, Any]], output: str | None) -> None:
+  """JSON (a list of records) for *.json, else CSV (one row per file) to `output` or stdout."""
+  if output and output.lower().endswith(".json"):
+    with open(output, "w", encoding="utf-8") as f:
+      json.dump(list(records), f, indent=1)
+      f.write("\n")
+    return
+  findings = list(dict.fromkeys(k for r in records for k in r["findings"]))
+  top = max((len(r["reports"]) for r in records), default=0)
+  header = (["file", "error"] + findings
+            + [f"{kind}_{n}" for n in range(1, top + 1) for kind in ("report", "similarity")])
+  out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+  try:
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for r in records:
+      row = [r["file"], r["error"] or ""] + [
+          "" if r["error"] else f"{r['findings'][c]:.6f}" for c in findings]
+      for hit in r["reports"]:
+        row += [hit["report"], f"{hit['similarity']:.6f}"]
+      writer.writerow(row + [""] * (len(header) - len(row)))
+  finally:
+    if output:
+      out.close()
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m clipmed.predict",
+      description="Score chest X-ray image files with a trained clipmed model.")
+  parser.add_argument("--model", required=True, help="a training workdir or an export directory")
+  parser.add_argument("--images", nargs="+", required=True,
+                      help="image files and/or directories (searched recursively)")
+  parser.add_argument("--findings", default=None,
+                      help="comma-separated findings to score (default: the model's)")
+  parser.add_argument("--prompts", default=None,
+                      help="prompt set name (chexpert, cxr14, ...) or a .json prompt file")
+  parser.add_argument("--reports", default=None,
+                      help="CSV with a \"report\" column: retrieve the closest reports")
+  parser.add_argument("--top-k", type=int, default=5, help="reports retrieved per image")
+  parser.add_argument("--output", default=None, help="out.csv or out.json (default: CSV on stdout)")
+  parser.add_argument("--step", type=int, default=None, help="workdir checkpoint step")
+  parser.add_argument("--config", default=None,
+                      help="the training config (configs/x.py[:arg]) of a workdir without "
+                           "config.json")
+  parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  from clipmed import console  # pylint: disable=g-import-not-at-top
+  with console.user_errors_exit():
+    if args.batch_size < 1:
+      raise errors.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    files = find_images(args.images)
+    if not files:
+      raise errors.FileError(f"--images {' '.join(args.images)}: no image files found")
+    reports = read_reports(args.reports) if args.reports else None
+    findings = [f for f in args.findings.split(",") if f.strip()] if args.findings else None
+    model = load(args.model, args.step, config=args.config, batch_size=args.batch_size)
+    records = predict_files(model, files, findings=findings, prompts=args.prompts,
+                            reports=reports, top_k_reports=args.top_k)
+    write_records(records, args.output)
+  failed = sum(r["error"] is not None for r in records)
+  print(f"scored {len(files) - failed} of {len(files)} images"
+        + (f"; {failed} unreadable (listed above)" if failed else "")
+        + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+  return 0 if failed < len(files) else 1
