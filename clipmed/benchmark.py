@@ -21,7 +21,6 @@ XLA_FLAGS set before JAX starts its backends (importing JAX does not start them)
 """
 
 import argparse
-import functools
 from collections.abc import Callable, Sequence
 import json
 import os
@@ -474,21 +473,19 @@ def run_eval(args: argparse.Namespace) -> dict[str, object]:
           "reports_per_s": round(batch_size / text_ms * 1e3, 2)}
 
 
-@functools.cache
-def _config_flag() -> Any:
-  """The `--config` flag of clipmed.main, defined once (on absl's global flags, as there)."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  return config_flags.DEFINE_config_file(
-      "config", None, "Path to a config file, optionally with ':key=value,...' arguments.",
-      lock_config=True)
-
-
 def _load_config(config_args: Sequence[str]) -> Any:
   """The config of `--config=FILE[:args]` and `--config.key=value` items, parsed exactly as
   clipmed.main parses them (a user mistake: one line and exit status 2)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   from clipmed import console, errors  # pylint: disable=g-import-not-at-top
-  holder = _config_flag()
-  console.parse_flags(["clipmed.benchmark", *config_args])
+  # A flag set of its own: clipmed.main or clipmed.evaluate may have defined --config on absl's
+  # global flags in this process (a notebook, the tests).
+  flag_values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file(
+      "config", None, "Path to a config file, optionally with ':key=value,...' arguments.",
+      lock_config=True, flag_values=flag_values)
+  console.parse_flags(["clipmed.benchmark", *config_args], flag_values=flag_values)
   if holder.value is None:
     raise errors.ConfigError("pass --config=FILE[:args], e.g. --config=configs/full.py")
   return console.config_value(holder)

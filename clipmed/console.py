@@ -97,16 +97,17 @@ def user_errors_exit() -> Iterator[None]:
     sys.exit(2)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str], flag_values=None) -> list[str]:
   """absl's flag parsing, with a config file's own UserError (e.g. a bad `:key=value` argument)
   printed as one line and exit status 2 instead of ml_collections' traceback text.
 
-  Use as `app.run(main, flags_parser=console.parse_flags)`.
+  Use as `app.run(main, flags_parser=console.parse_flags)`; `flag_values` (absl's global flags by
+  default) lets a library parse its own flag set.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
   from clipmed.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
-    return flags.FLAGS(argv)
+    return (flags.FLAGS if flag_values is None else flag_values)(argv)
   except flags.Error as e:
     # ml_collections re-raises the config's own error with its trace as the message: report the
     # innermost UserError of the chain, the one the config raised.
@@ -129,13 +130,12 @@ def config_value(config_flag):
   ml_collections defers a missing file's error to the first attribute access; this touches the
   config once so the error surfaces here, as one line.
   """
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from clipmed.errors import ConfigError  # pylint: disable=g-import-not-at-top
   config = config_flag.value
   try:
     config.get("seed")
   except OSError:
-    given = flags.FLAGS[config_flag.name].serialize()
+    given = config_flag.serialize()
     raise ConfigError(f"cannot load {given}: the file does not exist or does not define "
                       "get_config(); pass a config file, e.g. --config=configs/demo.py") from None
   return config

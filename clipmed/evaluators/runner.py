@@ -165,9 +165,9 @@ class Runner:
           self.sources[dataset] = sources(dataset)
         except errors.DataError as e:
           unavailable[dataset] = str(e)
-          message = f"skipping the evaluations on {dataset}: {e}"
-          logging.warning("%s", message)
-          print(f"warning: {message}", file=sys.stderr, flush=True)
+          # Printed, not logged: a user must see it at any verbosity, once.
+          print(f"warning: skipping the evaluations on {dataset}: {e}", file=sys.stderr,
+                flush=True)
       if dataset in unavailable:
         self.skipped[name] = unavailable[dataset]
         continue
