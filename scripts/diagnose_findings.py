@@ -74,7 +74,7 @@ def pair_kinds(labels: np.ndarray) -> dict[str, np.ndarray]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  console.quiet_library_logs()
+  console.setup_logging()
   # pylint: disable=g-import-not-at-top
   from clipmed import checkpointing, train
   from clipmed.evaluators import findings, prompt_sets, results, zero_shot
