@@ -244,11 +244,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         batch = input_pipeline.make_global(next(train_iter), mesh, data_axes)
         # A device out of memory shows when a step runs or when its results are read. Read them
         # on the first step (where it happens: the step's memory does not change afterwards) and
-        # before each save, so that it is reported here and not from inside Orbax's save; the
-        # other steps stay asynchronous.
+        # before each save (below), so that it is reported here and not from inside Orbax's
+        # save; the other steps stay asynchronous.
         with _out_of_memory_reported(config, s, compiled_cost, step, ckpt):
           state, metrics, info = p_train_step(state, batch, train_rng)
-          if step == initial_step + 1 or ckpt.should_save(step, last_step):
+          if step == initial_step + 1:
             jax.block_until_ready(state)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       if term_sums is None:
