@@ -68,6 +68,9 @@ def sentence_mentions(sentence: str, following: str = "") -> list[Mention]:
     status = rule.status
     if status is None:
       status = negation.mention_status(text, start, end)
+      if (status == chexpert.POSITIVE and rule.hedge_after is not None
+          and rule.hedge_after.search(text[end:end + 120])):
+        status = chexpert.UNCERTAIN
     found.append(Mention(rule.category, start, end, status))
   # A hedge rule ("normal or mildly enlarged") makes the mentions it contains uncertain.
   hedges = [m for m in found if m.status == chexpert.UNCERTAIN]

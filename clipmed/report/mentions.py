@@ -37,8 +37,10 @@ def _gap(max_words: int, forbidden: str) -> str:
           + r"}?[\s,]+")
 
 
+# A cause ("secondary to", "due to") starts another noun phrase: "mediastinum, secondary to a
+# large hernia" does not call the mediastinum large.
 _POS_GAP = _gap(5, r"normal|unremarkable|limits|but|however|although|which|while|whereas|"
-                r"without|no")
+                r"without|no|due|secondary|related|because|from|by")
 _NEG_GAP = _gap(7, r"enlarged|enlargement|increased|prominent|widened|but|however|although|"
                 r"which|while|whereas|borderline")
 # "normal or mildly enlarged", "enlarged or at the upper limits of normal": an organ's size offered
@@ -64,6 +66,8 @@ class MentionRule:
       it out.
     after_chars: how far exclude_after looks (40 characters unless a rule needs its clause).
     before_chars: how far exclude_before looks (40 characters unless a rule needs its clause).
+    hedge_after: regex searched in the 120 characters after the match; a hit makes a positive
+      mention uncertain (an enlargement put down to technique is only apparent).
   """
   category: int
   pattern: re.Pattern
@@ -72,14 +76,16 @@ class MentionRule:
   exclude_after: re.Pattern | None = None
   after_chars: int = 40
   before_chars: int = 40
+  hedge_after: re.Pattern | None = None
 
 
 def _rule(category: str, pattern: str, status: float | None = None, before: str | None = None,
-          after: str | None = None, after_chars: int = 40, before_chars: int = 40
-          ) -> MentionRule:
+          after: str | None = None, after_chars: int = 40, before_chars: int = 40,
+          hedge_after: str | None = None) -> MentionRule:
   return MentionRule(chexpert.INDEX[category], re.compile(pattern),
                      status, re.compile(before) if before else None,
-                     re.compile(after) if after else None, after_chars, before_chars)
+                     re.compile(after) if after else None, after_chars, before_chars,
+                     re.compile(hedge_after) if hedge_after else None)
 
 
 _NEG = chexpert.NEGATIVE
@@ -94,6 +100,51 @@ _NAMED_CALCIFIED_GRANULOMA = (
     r"^[^;.]*?(?:\b(?:represent\w*|reflect\w*|likely|probabl[ey]|consistent\s+with|"
     r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|is|are|xxxx)|,)\s+"
     r"(?:(?:an?|old|small|tiny|healed|benign|\w+ly)\s+)*calcified\s+(?:\w+\s+)?granulom")
+# The same when the clause (or the next sentence, pointing back) says the nodule itself is
+# calcified ("the nodule at the left base appears densely calcified", "nodule with central
+# calcification", but not "nodules with calcification of the aorta"); "is not calcified" names a
+# non-calcified nodule, which stays a lesion.
+_STATED_CALCIFIED = (
+    r"^[^;.]*?\b(?:(?:is|are|appears?|appearing|seems?|being|likely|probably|which\s+is|"
+    r"that\s+is|which\s+are|that\s+are|xxxx)\s+(?:(?:also|again|now|\w+ly)\s+){0,2}calcified|"
+    r"with\s+(?:(?:central|dense|diffuse|popcorn|laminated|internal|\w+ly)\s+)?"
+    r"calcifications?\b(?!\s+(?:of|in|within|along|involving)\b))")
+# A calcified nodule written with the adjective in front ("calcified 6 mm nodule", "densely
+# calcified left apical nodule"): up to three words in between, none joining a second finding
+# ("calcified lymph nodes and a nodule" keeps the nodule); "non-calcified" is a lesion.
+_CALCIFIED_BEFORE = (r"(?<!non-)(?<!non\s)\bcalcif(?:ied|ic)\s+(?:(?!(?:and|or|with|but|no|nor|"
+                     r"versus|vs|granulom\w*|nodes?)\b)[\w.-]+\s+){0,3}$")
+# A nodule or density the clause explains as something outside the lung ("nodular density at the
+# right base, likely a nipple shadow", "nodule probably due to overlapping osseous structures") is
+# not a lesion; CheXpert has no such list, but the finding it names is not a lung lesion either.
+_NAMED_NON_LESION = (
+    r"^[^;.]*?\b(?:represent\w*|reflect\w*|likely|probabl[ey]|possibl[ey]|consistent\s+with|"
+    r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|due\s+to|secondary\s+to|"
+    r"related\s+to|is|are|xxxx)\s+(?:(?:an?|the|right|left|bilateral|prominent|"
+    r"\w+ly)\s+)*(?:nipple|(?:overlapping|overlying|superimpos\w+)\s+(?:\w+\s+){0,2}?"
+    r"(?:structures|shadows|vessels|bones|ribs)|bone\s+island|(?:summation|confluence)\s+of|"
+    r"vascular\s+(?:shadows?|structures?)|(?:healing|healed|old)\s+(?:\w+\s+)?fractures?|"
+    r"costochondral|end[\s-]on\s+vessel|vessels?\s+(?:seen\s+)?end[\s-]on)"
+    r"(?![^;.]*\b(?:or|versus|vs)\b)")
+# A mass or nodule placed in another organ ("mass in the left breast", "nodule of the thyroid").
+_IN_OTHER_ORGAN = (r"^\s+(?:(?:is\s+)?(?:seen\s+|noted\s+)?(?:in|of|within|involving|along|at)\s+"
+                   r"(?:the\s+)?(?:(?:right|left)\s+)?(?:breasts?|thyroid|neck|axilla\w*|liver|"
+                   r"abdomen|kidneys?|chest\s+wall|soft\s+tissues?|skin|spleen|adrenals?)\b)")
+# Tumours of other organs: a bone or liver metastasis, a breast carcinoma, is not a lung lesion.
+_OTHER_ORGAN = (r"(?:bones?|bony|osseous|skeletal|skeleton|hepatic|liver|brain|adrenals?|spin\w*|"
+                r"vertebra\w*|ribs?|breasts?|prostate|renal|kidneys?|colon|colorectal|thyroid|"
+                r"ovarian|bladder|pancrea\w*|gastric|esophageal|skin|lytic|blastic|sclerotic|"
+                r"osteolytic|osteoblastic)")
+# A heart or mediastinum that looks large because of how the film was taken ("mediastinal
+# widening, likely due to AP technique", "cardiomegaly accentuated by low lung volumes") is only
+# apparently enlarged: uncertain, whatever cue the words before carry. A second finding in
+# between ("cardiomegaly and atelectasis due to low volumes") takes the cause.
+_APPARENT_SIZE = (
+    r"^(?:(?!\b(?:and|with|but|however)\b)[^;.])*?\b(?:(?:due|secondary|related|attributable|"
+    r"accentuated|exaggerated|magnified|partly|partially)\s+(?:in\s+part\s+)?(?:to|by)|from)\s+"
+    r"(?:the\s+|an?\s+)?(?:\w+\s+){0,3}?(?:technique|projection|ap|portable|rotation|rotated|"
+    r"positioning|position|supine|lordotic|magnification|low\s+(?:lung\s+)?volumes?|"
+    r"(?:poor|shallow|suboptimal|low|limited)\s+inspirat\w*|hypoinflation|habitus)\b")
 # Places outside the lungs where a density may lie ("density possibly within the piriform sinus").
 _EXTRAPULMONARY_PLACE = (r"^[^;.]*?\b(?:in|within)\s+(?:one\s+of\s+|the\s+region\s+of\s+)?"
                          r"(?:the\s+)?(?:\w+\s+)?"
@@ -104,45 +155,67 @@ RULES: tuple[MentionRule, ...] = (
     # Enlarged Cardiomediastinum.
     _rule("Enlarged Cardiomediastinum",
           r"\benlarged\s+cardiomediastinum\b|\b(?:widened|widening\s+of\s+the|enlarged|wide)\s+"
-          r"(?:superior\s+)?mediastin\w*|\bmediastinal\s+(?:widening|enlargement)\b"),
-    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _POS_GAP + _ENLARGED + r"\b"),
+          r"(?:superior\s+)?mediastin\w*|\bmediastinal\s+(?:widening|enlargement)\b",
+          hedge_after=_APPARENT_SIZE),
+    _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _POS_GAP + _ENLARGED + r"\b",
+          hedge_after=_APPARENT_SIZE),
     _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _NEG_GAP + _NORMAL + r"\b", _NEG),
     _rule("Enlarged Cardiomediastinum",
           r"\bnormal\s+(?:size\s+(?:and\s+)?)?(?:cardio[\s-]?mediastinal|mediastinal)\s+"
           r"(?:silhouette|contours?|size|width)", _NEG),
     _rule("Enlarged Cardiomediastinum", _ORGAN_MEDIASTINUM + _NORMAL_OR_ENLARGED, _UNC),
     # Cardiomegaly.
-    _rule("Cardiomegaly", r"\bcardiomegaly\b|\bcardiac\s+enlargement\b|\bmegacardia\b"),
+    _rule("Cardiomegaly", r"\bcardiomegaly\b|\bcardiac\s+enlargement\b|\bmegacardia\b",
+          hedge_after=_APPARENT_SIZE),
     _rule("Cardiomegaly",
           r"\b(?:enlarge(?:d|ment\s+of\s+the)|increased|large)\s+(?:size\s+of\s+the\s+)?"
-          r"(?:heart|cardiac\s+(?:silhouette|shadow|size|contours?))\b"),
+          r"(?:heart|cardiac\s+(?:silhouette|shadow|size|contours?))\b",
+          hedge_after=_APPARENT_SIZE),
     _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _POS_GAP
-          + r"(?:enlarged|enlargement|large|increased|borderline)\b"),
+          + r"(?:enlarged|enlargement|large|increased|borderline)\b",
+          hedge_after=_APPARENT_SIZE),
     _rule("Cardiomegaly", r"\bborderline\s+(?:heart|cardiac)\s+size\b"),
     _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _NEG_GAP + _NORMAL + r"\b", _NEG),
     _rule("Cardiomegaly",
           r"\b(?:normal|top\s+normal)(?:[\s-]+sized?)?\s+(?:size\s+(?:of\s+the\s+)?)?"
           r"(?:heart|cardiac)\b", _NEG),
     _rule("Cardiomegaly", r"\b" + _ORGAN_HEART + _NORMAL_OR_ENLARGED, _UNC),
-    # Lung Lesion: CheXpert's mentions (nodule, mass, nodular density / opacity / opacification,
-    # lump, cavitary lesion, carcinoma, neoplasm, tumor) and their synonyms (tumour, malignancy,
-    # metastasis, lung / pulmonary lesion). As in CheXpert, a calcified nodule is not a lesion
-    # (it is a granuloma), nor is a granuloma, a cavity or a calcification on its own.
+    # Lung Lesion: CheXpert's mentions (nodule, mass, lump, cavitary lesion, carcinoma, neoplasm,
+    # tumor) and their synonyms (tumour, malignancy, metastasis, lung / pulmonary lesion).
+    # Decisions, from the reference's definition (Nodule, Mass -> Lung Lesion; opacity / density
+    # -> Lung Opacity; a calcified granuloma is not a lesion):
+    #   * a calcified nodule is not a lesion (CheXpert's unmention "calcified nodul"), wherever the
+    #     clause puts "calcified" ("calcified 6 mm nodule", "the nodule appears calcified");
+    #     "non-calcified nodule" is one;
+    #   * a granuloma is not a lesion, calcified or not (not in CheXpert's list; a nodule said to be
+    #     a granuloma still is);
+    #   * "nodular density / opacity / opacification" is a Lung Opacity only: CheXpert's list
+    #     names them, but they describe the shape of an opacity, which the reference codes as a
+    #     round opacity or density, not as a nodule (a departure from CheXpert's list);
+    #   * a nodule the clause explains away (nipple shadow, overlapping structures, bone island,
+    #     vessel end-on, healing fracture), and a mass, nodule or tumour of another organ (breast,
+    #     thyroid, bone metastases), is not a lung lesion.
     _rule("Lung Lesion",
-          r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?|densit(?:y|ies)|"
-          r"opaci(?:ty|ties|fications?))\b|\bmicronodul(?:e|es|ar)\b",
-          before=r"calcifi\w*\W+(?:\w+\W+)?$|\bcalcific\W+$",
-          after=_NAMED_CALCIFIED_GRANULOMA, after_chars=120),
+          r"\bnodul(?:e|es)\b|\bnodular\s+(?:\w+\s+)?(?:lesions?|masse?s?)\b|"
+          r"\bmicronodul(?:e|es|ar)\b",
+          before=_CALCIFIED_BEFORE + r"|(?:thyroid|breast|skin|cutaneous|subcutaneous)\s+$",
+          after=_NAMED_CALCIFIED_GRANULOMA + "|" + _STATED_CALCIFIED + "|" + _NAMED_NON_LESION
+                + "|" + _IN_OTHER_ORGAN, after_chars=120),
     _rule("Lung Lesion", r"\bmass(?:es)?\b|\blumps?\b",
           before=r"(?:soft\s+tissue|body|bone|muscle|breast|neck|abdominal|thyroid)\W+$",
-          after=r"^\s+effect"),
+          after=r"^\s+effect|" + _IN_OTHER_ORGAN),
     _rule("Lung Lesion",
           r"\b(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar)\s+"
           r"lesions?\b|\bcavit(?:ary|ating)\s+(?:\w+\s+)?(?:nodul\w+|mass\w*)",
           before=r"(?:thoracic|pleural|abdominal|peritoneal|chest|oral|nasal|body|medullary|"
                  r"marrow|joint|glenoid)\W+$"),
     _rule("Lung Lesion", r"\b(?:neoplasms?|neoplastic|tumou?rs?|malignan(?:cy|cies|t)|"
-          r"carcinomas?|metasta(?:sis|ses|tic))\b"),
+          r"carcinomas?|metasta(?:sis|ses|tic))\b",
+          before=r"\b" + _OTHER_ORGAN + r"\s+(?:[\w-]+\s+){0,2}$|\b(?:lytic|blastic|sclerotic|"
+                 r"bone|bony|osseous|rib|vertebral|spinal)\s+(?:\w+\s+){0,3}?lesions?\b"
+                 r"(?:(?!\band\b)[^;.])*$", before_chars=80,
+          after=r"^\s+(?:\w+\s+)?(?:(?:to|in|of|within|involving)\s+(?:the\s+)?(?:\w+\s+)?)?"
+                + _OTHER_ORGAN + r"\b"),
     # Lung Opacity.
     _rule("Lung Opacity", r"\bopaci(?:ty|ties|fication|fications|fied)\b",
           before=r"calci(?:fied|fic)\W+(?:\w+\W+)?$"),
@@ -166,7 +239,7 @@ RULES: tuple[MentionRule, ...] = (
           after=r"^\s+(?:of|in|along|involving)\s+(?:the\s+)?(?:\w+\s+)?pleura"),
     _rule("Lung Opacity", r"\bfibro(?:sis|tic)\b", before=r"pleura\w*\W+(?:\w+\W+)?$"),
     _rule("Lung Opacity",
-          r"\binterstiti(?:al|um)\s+(?:\w+\s+){0,2}?(?:markings?|opacit\w+|prominence|pattern|"
+          r"\binterstiti(?:al|um)\s+(?:\w+\s+){0,2}?(?:markings?|opacit\w+|pattern|"
           r"(?:lung\s+)?disease|changes?|thickening|infiltrat\w*|process|abnormalit\w+|"
           r"densit\w+)"),
     _rule("Lung Opacity",
@@ -213,6 +286,10 @@ RULES: tuple[MentionRule, ...] = (
           r"reaction)|\bthickening\s+of\s+the\s+(?:\w+\s+)?pleura|\bfibrothorax\b|"
           r"\bpleuro[\s-]?parenchymal\s+(?:scar\w*|thickening|changes?)|\bapical\s+(?:pleural\s+)?"
           r"capping\b|\bpleural\s+based\s+(?:scar\w*|thickening)"),
+    # The fissures are folds of the visceral pleura: a thickened fissure is pleural thickening.
+    _rule("Pleural Other",
+          r"\bfissur(?:al|e)\s+thickening\b|\bthicken(?:ed|ing)\s+(?:of\s+)?(?:the\s+)?"
+          r"(?:(?:right|left|minor|major|horizontal|oblique|interlobar)\s+){0,2}fissures?\b"),
     # Fracture.
     _rule("Fracture", r"\bfractur(?:e|es|ed)\b|\bfx\b"),
     # Support Devices.
@@ -255,7 +332,7 @@ _TRIGGER_RE = re.compile(
     r"opac|infiltr|air[\s-]?space|densit|scar|fibro|interstiti|marking|reticul|glass|haz|"
     r"edema|conges|failure|"
     r"chf|overload|cephaliz|kerley|vascul|vessel|consolid|pneumo|infect|atelect|collaps|ptx|"
-    r"pleura|effusion|fluid|fibrothorax|capping|fractur|fx|tube|line|cath|picc|port|pace|"
+    r"pleura|effusion|fluid|fibrothorax|capping|fissur|fractur|fx|tube|line|cath|picc|port|pace|"
     r"aicd|icd|defib|recorder|generator|stimulat|lead|wire|clip|sutur|staple|stent|graft|"
     r"hardware|screw|plate|rod|filter|coil|pump|iabp|lvad|device|drain|shunt|implant|cerclage|"
     r"annulo|mitraclip|tav|valve|prosthe|arthroplast|ett|ngt|ogt|trach|hydrothora|megal|tip|"

@@ -7,8 +7,15 @@ A mention's status is read from three places of its sentence (lower-cased):
     represent pneumonia": "may" starts a new predicate, so pneumonia is uncertain, not negated);
   * the mention itself ("the heart is not enlarged", "heart size is borderline");
   * the words right after it ("... is not seen", "... has resolved", "... cannot be excluded").
-Order of decision: uncertain negations ("cannot be excluded", "to rule out") -> uncertain;
-negation -> negative; uncertainty -> uncertain; otherwise positive.
+Order of decision: uncertain negations ("cannot be excluded", "difficult to exclude", "versus")
+-> uncertain; negation -> negative; uncertainty -> uncertain; otherwise positive.
+
+What counts as uncertain follows the CheXpert labeler's patterns: hedges ("may represent",
+"possible", "suggestive of", "questionable", "concerning for", "could be present"), "cannot
+exclude" / "not excluded", alternatives ("X versus Y", "X or Y"), "correlate clinically for X",
+and a hedged cause ("likely due to X"). As in CheXpert, a bare "to exclude X" / "rule out X" is a
+negation (the finding is not reported), and "X is likely <adjective>" ("pleural thickening is
+likely chronic") hedges the adjective, not X.
 
 Pseudo-negations are removed first: "no change in the effusion" asserts the effusion.
 """
@@ -19,11 +26,13 @@ from clipmed.report import chexpert
 
 POSITIVE, NEGATIVE, UNCERTAIN = chexpert.POSITIVE, chexpert.NEGATIVE, chexpert.UNCERTAIN
 
-# Clause breaks: a cue before one of these does not reach a mention after it.
+# Clause breaks: a cue before one of these does not reach a mention after it. "compatible with" /
+# "consistent with" link a finding to its interpretation within one clause ("no consolidation
+# consistent with pneumonia" negates both).
 _CLAUSE_BREAK_RE = re.compile(
     r"[;:]|\.\s|\b(?:but|however|although|though|yet|except|excepting|whereas|while|which|"
-    r"with|aside\s+from|apart\s+from|other\s+than|besides|there\s+(?:is|are|has|have)|"
-    r"and\s+(?:the|there|a|an|mild|moderate|severe|small|large)|secondary\s+to|due\s+to|"
+    r"(?<!compatible\s)(?<!consistent\s)with|aside\s+from|apart\s+from|other\s+than|besides|"
+    r"there\s+(?:is|are|has|have)|and\s+(?:the|there|a|an|mild|moderate|severe|small|large)|secondary\s+to|due\s+to|"
     r"related\s+to|because|as\s+well\s+as|in\s+addition|otherwise|thought\s+to|along\s+with)\b")
 _PSEUDO_NEG_RE = re.compile(
     r"\bno\s+(?:(?:significant|appreciable|definite|interval|substantial|marked|major|"
@@ -35,24 +44,38 @@ _PSEUDO_NEG_RE = re.compile(
 _PRE_NEG_RE = re.compile(
     r"\b(?:no|not|without|negative\s+for|free\s+of|clear\s+of|absen(?:ce|t)\s+of|"
     r"resolution\s+of|resolved|removal\s+of|removed|rather\s+than|nor|neither|never|"
-    r"lack\s+of|no\s+longer|excluded?|ruled\s+out|instead\s+of|interval\s+removal)\b")
+    r"lack\s+of|no\s+longer|excluded?|ruled\s+out|rule\s+out|r/o|instead\s+of|"
+    r"interval\s+removal)\b")
 _PRE_UNC_NEG_RE = re.compile(
     r"\b(?:cannot|can\s*not|can't|could\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|"
     r"definitely\s+|totally\s+|confidently\s+)?(?:exclude[ds]?|rule[ds]?\s+out)\b|"
-    r"\b(?:to|for)\s+(?:exclude|rule\s+out|evaluate\s+for|assess\s+for)\b|\br/o\b|"
-    r"\brule\s+out\b|\bevaluat(?:e|ion)\s+(?:for|of)\s+(?:possible\s+)?|\bversus\b|\bvs\b")
+    r"\b(?:difficult|hard|unable)\s+to\s+(?:\w+ly\s+)?(?:exclude|rule\s+out)\b|"
+    r"\b(?:to|for)\s+(?:evaluate\s+for|assess\s+for)\b|"
+    r"\bevaluat(?:e|ion)\s+(?:for|of)\s+(?:possible\s+)?|\bversus\b|\bvs\b")
 _PRE_UNC_RE = re.compile(
     r"\b(?:may|might|could|possibl[ey]|probabl[ey]|likely|unlikely|suspect(?:ed)?|"
     r"suspicious|suspicion|concern(?:ing)?|worrisome|suggest(?:s|ed|ing|ive)?|suggestion|"
     r"question(?:able|ed)?|equivocal|indeterminate|uncertain|differential|consider(?:ed)?|"
     r"presum(?:ed|ably|ptive)|favou?r(?:ed|s)?|borderline|represent(?:s|ing)?|reflect(?:s|ing)?|"
     r"compatible\s+with|could\s+be|apparent|questionably|perhaps|raise[sd]?\s+the\s+possibility|"
-    r"not\s+clearly|cannot\s+be\s+(?:entirely\s+)?(?:distinguished|differentiated))\b")
+    r"not\s+clearly|cannot\s+be\s+(?:entirely\s+)?(?:distinguished|differentiated)|"
+    r"correlat(?:e|ion)\s+(?:clinically\s+)?(?:for|as\s+to|regarding)|"
+    r"symptoms?\s+(?:\w+\s+){0,2}?of)\b")
 # A negation cue does not reach across the start of a new predicate.
 _NEG_BLOCKER_RE = re.compile(
     r"\b(?:may|might|could|likely|probabl[ey]|possibl[ey]|represent\w*|reflect\w*|"
     r"favou?r\w*|presum\w*|is|are|was|were|has|have|remains?|persists?|"
     r"appears?|demonstrates?|shows?|seen|noted|present|identified|and\s+(?:a|an|the))\b")
+# A hedged cause ("blunting, likely due to pleural thickening", "may be secondary to infection"):
+# the clause break "due to" keeps negation out, but the hedge before it reaches the cause.
+_HEDGED_CAUSE_RE = re.compile(
+    r"\b(?:likely|probabl[ey]|possibl[ey]|perhaps|presumably|maybe|questionably|"
+    r"(?:may|might|could)\s+(?:also\s+)?be)\s+(?:\w+ly\s+)?(?:due|secondary|related)\s+to\s*$")
+# A participle that describes the finding's history ("resolution of the previously seen nodule")
+# is part of the noun phrase, not a new predicate, so it does not block a negation cue.
+_HISTORY_PARTICIPLE_RE = re.compile(
+    r"\b(?:previously|formerly|earlier|initially|recently)\s+(?:\w+ly\s+)?(?:seen|noted|"
+    r"identified|described|demonstrated|present|reported|visualized)\b")
 _INTERIOR_NEG_RE = re.compile(r"\b(?:not|no|never)\b")
 _INTERIOR_UNC_RE = re.compile(r"\b(?:may|might|could|possibly|probably|borderline|likely|"
                               r"questionabl[ey]|perhaps|equivocal)\b")
@@ -60,9 +83,15 @@ _POST_UNC_RE = re.compile(
     r"^[\s,]*(?:[a-z/-]+\s+){0,4}?(?:is|are|was|were)?\s*(?:cannot|can\s*not|can't|could\s+not|"
     r"may\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|definitely\s+|totally\s+|"
     r"confidently\s+)?(?:excluded|ruled\s+out|exclude)\b|"
+    r"^[\s,]*(?:[a-z/-]+\s+){0,4}?(?:is|are|was|were)?\s*(?:difficult|hard)\s+to\s+(?:\w+ly\s+)?"
+    r"(?:exclude|rule\s+out)\b|"
     r"^[\s,]*(?:[a-z/-]+\s+){0,2}?(?:is|are|was|were)\s+(?:\w+ly\s+)?(?:possible|suspected|"
-    r"likely|probable|questioned|questionable|suggested|favou?red|considered|not\s+excluded|"
-    r"a\s+possibility|a\s+consideration|uncertain|equivocal|not\s+certain)\b|"
+    r"questioned|questionable|suggested|favou?red|considered|not\s+excluded|"
+    r"a\s+possibility|a\s+consideration|uncertain|equivocal|not\s+certain|"
+    r"(?:likely|probable)(?=\s*$|\s*[,;.)]|\s+(?:present|there|given|but|and|although|though|"
+    r"in\s+the\s+(?:appropriate|right)\s+clinical)\b))\b|"
+    r"^[\s,]*(?:[a-z/-]+\s+){0,3}?(?:may|might|could|can)\s+(?:also\s+|still\s+)?(?:be\s+)?"
+    r"(?:present|seen|developing|there)\b|"
     r"^\s*\?|^[\s,]*(?:versus|vs)\b|^[\s,]*(?:is|are)?\s*(?:suspected|questioned)\b")
 _POST_NEG_RE = re.compile(
     r"^[\s,]*(?:[a-z/-]+\s+){0,4}?(?:is|are|was|were|has\s+been|have\s+been|has|have)?\s*"
@@ -110,7 +139,8 @@ def _negated_before(pre: str) -> bool:
     pass
   if last is None:
     return False
-  return _NEG_BLOCKER_RE.search(pre, last.end()) is None
+  rest = _HISTORY_PARTICIPLE_RE.sub(" ", pre[last.end():])
+  return _NEG_BLOCKER_RE.search(rest) is None
 
 
 def mention_status(sentence: str, start: int, end: int) -> float:
@@ -124,7 +154,8 @@ def mention_status(sentence: str, start: int, end: int) -> float:
   Returns:
     POSITIVE (1.0), NEGATIVE (0.0) or UNCERTAIN (-1.0).
   """
-  pre = _mask_pseudo(sentence[_clause_start(sentence, start):start])
+  clause_start = _clause_start(sentence, start)
+  pre = _mask_pseudo(sentence[clause_start:start])
   interior = sentence[start:end]
   post = sentence[end:_clause_end(sentence, end)]
   if _PRE_UNC_NEG_RE.search(pre) or _POST_UNC_RE.search(post):
@@ -132,6 +163,8 @@ def mention_status(sentence: str, start: int, end: int) -> float:
   if (_negated_before(pre) or _INTERIOR_NEG_RE.search(_mask_pseudo(interior))
       or _POST_NEG_RE.search(post)):
     return NEGATIVE
-  if _PRE_UNC_RE.search(pre) or _INTERIOR_UNC_RE.search(interior):
+  if (_PRE_UNC_RE.search(pre) or _INTERIOR_UNC_RE.search(interior)
+      or (clause_start and _HEDGED_CAUSE_RE.search(sentence, max(0, clause_start - 40),
+                                                   clause_start))):
     return UNCERTAIN
   return POSITIVE
