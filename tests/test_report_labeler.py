@@ -171,9 +171,9 @@ def test_not_a_lung_lesion(text):
   _check(text, {}, ("Lung Lesion",))
 
 
-# What counts as uncertain (CheXpert's patterns): hedges, "correlate clinically for", a hedged cause,
-# "could be present", "difficult to exclude"; a hedge on an adjective ("is likely chronic") leaves
-# the finding positive. Enlargement put down to technique is only apparent.
+# What counts as uncertain (CheXpert's patterns): hedges, "correlate clinically for", a hedged
+# cause, "could be present", "difficult to exclude"; a hedge on an adjective ("is likely chronic")
+# leaves the finding positive. Enlargement put down to technique is only apparent.
 @pytest.mark.parametrize("text, expected", [
     ("Correlate clinically for pneumonia.", {"Pneumonia": U}),
     ("Please correlate clinically for symptoms of infection.", {"Pneumonia": U}),

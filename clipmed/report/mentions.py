@@ -91,11 +91,10 @@ def _rule(category: str, pattern: str, status: float | None = None, before: str 
 _NEG = chexpert.NEGATIVE
 _UNC = chexpert.UNCERTAIN
 _DEVICE_BEFORE_EXCLUDE = r"(?:breast|nipple|dental|teeth|tooth)\W+(?:\w+\W+)?$"
-# A nodule or nodular density that its own clause names a calcified granuloma ("nodular density
-# in the left base, likely a calcified granuloma") is a calcified nodule, which CheXpert's unmention
-# list ("calcified nodul") keeps out of Lung Lesion (its Lung Opacity mention, "density", stays, as
-# in CheXpert). The naming word may be an identity verb or hedge, an appositive comma, or a
-# de-identified word (XXXX) standing for one.
+# A nodule that its own clause names a calcified granuloma ("nodule in the left base, likely a
+# calcified granuloma") is a calcified nodule, which CheXpert's unmention list ("calcified nodul")
+# keeps out of Lung Lesion. The naming word may be an identity verb or hedge, an appositive comma,
+# or a de-identified word (XXXX) standing for one.
 _NAMED_CALCIFIED_GRANULOMA = (
     r"^[^;.]*?(?:\b(?:represent\w*|reflect\w*|likely|probabl[ey]|consistent\s+with|"
     r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|is|are|xxxx)|,)\s+"
@@ -114,9 +113,10 @@ _STATED_CALCIFIED = (
 # ("calcified lymph nodes and a nodule" keeps the nodule); "non-calcified" is a lesion.
 _CALCIFIED_BEFORE = (r"(?<!non-)(?<!non\s)\bcalcif(?:ied|ic)\s+(?:(?!(?:and|or|with|but|no|nor|"
                      r"versus|vs|granulom\w*|nodes?)\b)[\w.-]+\s+){0,3}$")
-# A nodule or density the clause explains as something outside the lung ("nodular density at the
-# right base, likely a nipple shadow", "nodule probably due to overlapping osseous structures") is
-# not a lesion; CheXpert has no such list, but the finding it names is not a lung lesion either.
+# A nodule the clause explains as something outside the lung ("nodule at the right base, likely a
+# nipple shadow", "nodule probably due to overlapping osseous structures") is not a lesion, unless
+# another reading is offered ("nipple shadow or a true nodule"); CheXpert has no such list, but
+# what the report names is not a lung lesion either.
 _NAMED_NON_LESION = (
     r"^[^;.]*?\b(?:represent\w*|reflect\w*|likely|probabl[ey]|possibl[ey]|consistent\s+with|"
     r"compatible\s+with|suggestive\s+of|in\s+keeping\s+with|typical\s+of|due\s+to|secondary\s+to|"

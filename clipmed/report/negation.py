@@ -32,8 +32,9 @@ POSITIVE, NEGATIVE, UNCERTAIN = chexpert.POSITIVE, chexpert.NEGATIVE, chexpert.U
 _CLAUSE_BREAK_RE = re.compile(
     r"[;:]|\.\s|\b(?:but|however|although|though|yet|except|excepting|whereas|while|which|"
     r"(?<!compatible\s)(?<!consistent\s)with|aside\s+from|apart\s+from|other\s+than|besides|"
-    r"there\s+(?:is|are|has|have)|and\s+(?:the|there|a|an|mild|moderate|severe|small|large)|secondary\s+to|due\s+to|"
-    r"related\s+to|because|as\s+well\s+as|in\s+addition|otherwise|thought\s+to|along\s+with)\b")
+    r"there\s+(?:is|are|has|have)|and\s+(?:the|there|a|an|mild|moderate|severe|small|large)|"
+    r"secondary\s+to|due\s+to|related\s+to|because|as\s+well\s+as|in\s+addition|otherwise|"
+    r"thought\s+to|along\s+with)\b")
 _PSEUDO_NEG_RE = re.compile(
     r"\bno\s+(?:(?:significant|appreciable|definite|interval|substantial|marked|major|"
     r"acute|other|real|gross|obvious)\s+)*(?:change|changes|increase|decrease|improvement|"
