@@ -175,9 +175,9 @@ def test_not_a_lung_lesion(text):
 # cause, "could be present", "difficult to exclude"; a hedge on an adjective ("is likely chronic")
 # leaves the finding positive. Enlargement put down to technique is only apparent.
 @pytest.mark.parametrize("text, expected", [
-    ("Correlate clinically for pneumonia.", {"Pneumonia": U}),
+    ("Correlate clinically for an early pneumonia.", {"Pneumonia": U}),
     ("Please correlate clinically for symptoms of infection.", {"Pneumonia": U}),
-    ("Right lower lobe opacity, in the appropriate clinical setting compatible with pneumonia.",
+    ("Patchy right basilar opacity, compatible with pneumonia given the fever.",
      {"Lung Opacity": P, "Pneumonia": U}),
     ("Left basilar opacity, likely due to developing pneumonia.",
      {"Lung Opacity": P, "Pneumonia": U}),
@@ -213,10 +213,10 @@ def test_hedging(text, expected):
     ("Thickening of the minor fissure.", {"Pleural Other": P}, ()),
     ("Mild fissural thickening on the right.", {"Pleural Other": P}, ()),
     # A cause in between: the large thing is the hernia, not the mediastinum.
-    ("Air-fluid level in the mediastinum, most likely due to a large hiatal hernia.", {},
+    ("Retrocardiac lucency over the mediastinum, due to a large hiatus hernia.", {},
      ("Enlarged Cardiomediastinum",)),
     # "Interstitial prominence" is not among CheXpert's Lung Opacity phrases.
-    ("Mild interstitial prominence at the bases.", {}, ("Lung Opacity",)),
+    ("Slight interstitial prominence in both lower zones.", {}, ("Lung Opacity",)),
 ])
 def test_pleural_other_mediastinum_interstitium(text, expected, absent):
   _check(text, expected, absent)
