@@ -1,6 +1,7 @@
 """Shared pytest fixtures and helpers."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,6 +10,33 @@ import textwrap
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache for the whole session, shared by the pytest workers and
+# every subprocess they start (which inherit the environment): the many runs of configs/tiny.py
+# compile the same programs once instead of once per run. Results do not change (a cache hit is the
+# executable XLA would build again); only compilations over a second are stored.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+  if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller set it up
+    return
+  if _CACHE_ENV not in os.environ:
+    config.clipmed_jax_cache = tempfile.mkdtemp(prefix="clipmed-tests-jax-cache-")
+    os.environ[_CACHE_ENV] = config.clipmed_jax_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, "clipmed_jax_cache", None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+  """Slow tests first: with several workers, a long test started last would run alone at the
+  end."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def run_with_devices(code: str, num_devices: int = 8, timeout: int = 600) -> str:

@@ -75,6 +75,7 @@ def _benchmark(*argv, devices=None):
                         env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
+@pytest.mark.slow
 def test_train_subcommand_times_the_real_step_with_config_overrides(tmp_path):
   proc = _benchmark("train", f"--config=configs/tiny.py:data_dir={tmp_path}",
                     "--config.grad_accum_steps=2", "--batch", "8", "--steps", "2",

@@ -57,6 +57,7 @@ def test_preflight_refuses_with_computed_advice_that_fits(tiny_data_dir, tmp_pat
   assert not os.path.exists(tmp_path / "work" / "checkpoints" / "1")
 
 
+@pytest.mark.slow
 def test_dry_run_tiny_on_two_forced_devices_prepares_nothing(tmp_path):
   data_dir = tmp_path / "tfds"
   proc = _dry_run(f"configs/tiny.py:data_dir={data_dir}", "--devices=2", "--peak_tflops=0.05")
@@ -70,6 +71,7 @@ def test_dry_run_tiny_on_two_forced_devices_prepares_nothing(tmp_path):
   assert not data_dir.exists()  # shapes only: SynthCXR was not generated
 
 
+@pytest.mark.slow
 def test_dry_run_exits_2_with_advice_when_it_cannot_fit(tmp_path):
   proc = _dry_run(f"configs/tiny.py:data_dir={tmp_path}", "--peak_tflops=0.05",
                   "--config.preflight.device_memory_gb=0.0001")
