@@ -13,7 +13,8 @@ saved again. A complete checkpoint that still fails to read falls back to the pr
 
 Preemption: SIGTERM sets a flag that the training loop polls once per step. On several processes
 the flags are combined by a one-element all-reduce (max), so that every process saves and stops at
-the same step; see `_PreemptionVote` for its cost.
+the same step; see `_PreemptionVote` for its cost. `wait_for_all_processes` lines the processes up
+before their first collectives.
 """
 
 import contextlib
@@ -163,6 +164,18 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """{path: shape} of the arrays (or array metadata) in `tree`."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {_path_name(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 1800) -> None:
+  """Returns when every process of the run has called this with the same name (one process: at
+  once). A barrier of the coordination service, not a device collective.
+
+  Training calls it before the first step: that step's collectives are the first between the
+  processes' devices, and on CPU Gloo gives them 30 s to connect, which a process still compiling on
+  a busy host can miss (`Gloo context initialization failed: ... GetKeyValue() timed out`).
+  """
+  if jax.process_count() > 1:
+    ocp.multihost.get_barrier_sync_fn()(key=f"clipmed:{name}", timeout_ms=int(timeout_s) * 1000)
 
 
 class _PreemptionVote:

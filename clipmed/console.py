@@ -188,5 +188,6 @@ def print_summary(workdir: str, *, evaluate_args: list[str], steps: int | None =
 
 def evaluate_args(argv: list[str]) -> list[str]:
   """The arguments of clipmed.main's command line that clipmed.evaluate takes too."""
-  training_only = ("--distributed", "--nodistributed", "--dry_run", "--nodry_run", "--devices")
+  training_only = ("--distributed", "--nodistributed", "--coordinator_address", "--num_processes",
+                   "--process_id", "--dry_run", "--nodry_run", "--devices")
   return [a for a in argv[1:] if a.split("=", 1)[0] not in training_only]

@@ -20,7 +20,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, Tens
                                "and results. Rerunning with the same workdir resumes training.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods, SLURM GPU "
-    "jobs); the launchers in launch/ set it.")
+    "jobs, several local processes); the launchers in launch/ set it.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed where the cluster does not say it (SLURM "
+    "and TPU pods do): host:port of the coordinator that process 0 starts, e.g. localhost:12345 "
+    "for processes on this machine (launch/local_processes.sh).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed where the cluster does not say it: the number of "
+    "processes.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed where the cluster does not say it: this process's "
+    "index, 0 to num_processes - 1.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Compile the train step from shapes only (no data, no weights), print its "
     "parameters, FLOPs, bytes per device and estimated step time, and exit: 0 when it fits the "
@@ -49,6 +59,11 @@ def main(argv):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
                                f"--xla_force_host_platform_device_count={_DEVICES.value}").strip()
     os.environ["JAX_PLATFORMS"] = "cpu"
+  cluster = dict(coordinator_address=_COORDINATOR_ADDRESS.value,
+                 num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  if not _DISTRIBUTED.value and any(v is not None for v in cluster.values()):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id only go with "
+                         "--distributed")
   if config.deterministic:  # read by XLA when the backend starts, so before the first jax call
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_gpu_deterministic_ops=true").strip()
@@ -57,7 +72,7 @@ def main(argv):
   from clipmed import train  # pylint: disable=g-import-not-at-top
 
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**cluster)  # None: from the cluster's environment
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
   if _DRY_RUN.value:

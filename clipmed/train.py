@@ -36,9 +36,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if int(config.checkpoint_every_steps) < 0:
     raise ConfigError(f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be "
                       ">= 0 (0: only at the end)")
-  if config.batch_size % jax.process_count():
-    raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
-                      f"{jax.process_count()} processes")
+  for key in ("batch_size", "eval_batch_size"):  # each process takes an equal share of a batch
+    if config[key] % jax.process_count():
+      raise ConfigError(f"config.{key}={config[key]} must be divisible by the "
+                        f"{jax.process_count()} processes")
   if config.data.name not in input_pipeline.DATASETS:
     raise ConfigError(f"config.data.name={config.data.name!r} is not a known dataset; choose "
                       f"one of {sorted(input_pipeline.DATASETS)}")
@@ -112,7 +113,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None, *,
 
 def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runner:
   """The evaluation runner; datasets other than the training one are opened with config.data's
-  settings (data_dir, prepared) and the run's tokenizer."""
+  settings (data_dir, prepared) and the run's tokenizer. Each process reads and embeds its
+  block of every evaluated split; the blocks are gathered into every process's whole split."""
 
   def source(name: str) -> evaluators.EvalSource:
     dataset = s.dataset
@@ -124,7 +126,10 @@ def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runne
                                num_classes=len(dataset.class_names))
     return evaluators.EvalSource(
         iterate_split=functools.partial(dataset.iterate_split, spec=spec,
-                                        batch_size=config.eval_batch_size),
+                                        batch_size=config.eval_batch_size,
+                                        process_index=jax.process_index(),
+                                        process_count=jax.process_count()),
+        gather_rows=input_pipeline.gather_rows,
         split_metadata=dataset.split_metadata, class_names=dataset.class_names,
         has_reports=dataset.has_reports, split_info=dataset.split_info)
 
@@ -133,8 +138,9 @@ def make_runner(config: ml_collections.ConfigDict, s: Setup) -> evaluators.Runne
 
 
 def make_embedder(config: ml_collections.ConfigDict, s: Setup) -> Embedder:
+  """The evaluation's encoders, their rows sharded over the mesh like a training batch."""
   return Embedder(s.model, s.dataset.tokenizer, eval_batch_size=config.eval_batch_size,
-                  max_text_length=config.data.max_text_length)
+                  max_text_length=config.data.max_text_length, batch_sharding=s.batch_sharding)
 
 
 def _checkpointer(config, workdir: str, **kwargs) -> checkpointing.Checkpointer:
@@ -238,6 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           every=config.log_every_steps, enabled=is_main)
   if initial_step < last_step:
     bar.write(f"Training steps {initial_step + 1}-{last_step}.")
+  checkpointing.wait_for_all_processes("compiled")  # see its docstring
   with mesh, nn.logical_axis_rules(s.rules), bar:
     for step in range(initial_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):

@@ -179,7 +179,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Evaluations: each entry names a task of clipmed.evaluators.EVALUATORS and a dataset ("" = the
   # training dataset; another dataset is read from data_dir with config.data.prepared's settings).
   # every_steps = 0 runs it only after training; > 0 also every that many steps.
-  config.eval_batch_size = 128
+  config.eval_batch_size = 128  # global: each process embeds eval_batch_size / processes rows
   # TensorBoard pictures at each evaluation (clipmed/summaries.py): sample images with their
   # reports, logit and soft-label target matrices of the first num_examples studies of `split`,
   # zero-shot ROC curves over its first roc_examples studies, embedding-norm histograms.

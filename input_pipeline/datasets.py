@@ -27,6 +27,7 @@ from clipmed import batch as batch_lib
 from clipmed import errors
 from clipmed.report import chexpert
 from input_pipeline import pipeline, synthcxr, tokenizer as tokenizer_lib
+from input_pipeline.pipeline import RowSubset
 from input_pipeline.builders import base, chexpert_plus, csv_export, cxr14, listing, mimic_cxr
 from input_pipeline.builders import openi, rsna_pneumonia, siim_pneumothorax, vindr_cxr
 from input_pipeline.builders import chexpert as chexpert_builder
@@ -58,12 +59,15 @@ class Dataset:
       ids, kind = self.split_metadata(split)["study_ids"], "study_id_sha256"
     return {"images": len(ids), kind: base.split_hash(ids), **self.info}
 
-  def iterate_split(self, split: str, *, spec: batch_lib.BatchSpec,
-                    batch_size: int) -> Iterator[dict[str, Any]]:
-    """Evaluation batches of a split in order, the last one padded (`valid` marks real rows)."""
+  def iterate_split(self, split: str, *, spec: batch_lib.BatchSpec, batch_size: int,
+                    process_index: int = 0,
+                    process_count: int = 1) -> Iterator[dict[str, Any]]:
+    """Evaluation batches of a split (of process_index's block of it) in order, the last ones
+    padded (`valid` marks real rows); see pipeline.iterate_split."""
     return pipeline.iterate_split(self.data_config, source=self.source(split),
                                   tokenizer=self.tokenizer, spec=spec,
-                                  class_names=self.class_names, batch_size=batch_size)
+                                  class_names=self.class_names, batch_size=batch_size,
+                                  process_index=process_index, process_count=process_count)
 
   def split_metadata(self, split: str) -> dict[str, Any]:
     """reports, labels [N, K] (labeler convention), study_ids and extras of a split (cached).
@@ -157,22 +161,6 @@ def _view_rows(views: Sequence[str], which: str) -> np.ndarray:
   if which == "all":
     return np.arange(len(views))
   return np.array([i for i, view in enumerate(views) if listing.is_frontal(view)], np.int64)
-
-
-class RowSubset:
-  """The rows `rows` of a random-access source, in order (a view filter without a copy)."""
-
-  def __init__(self, source: Any, rows: np.ndarray, split: str):
-    self._source, self._rows, self.split = source, np.asarray(rows, np.int64), split
-
-  def __len__(self) -> int:
-    return len(self._rows)
-
-  def __getitem__(self, index: int) -> Any:
-    return self._source[int(self._rows[index])]
-
-  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-    return self._source.__getitems__([int(self._rows[i]) for i in indices])
 
 
 DATASETS: dict[str, Any] = {

@@ -5,17 +5,22 @@ Training:  source -> seeded global shuffle, a new permutation every epoch, repea
            batch -> reader threads (+ worker processes when data.worker_count > 0).
 The map runs before the slice on purpose: MapDataset is lazy, so each process still only decodes
 its own rows, but an element's augmentation is seeded by its *global* stream index. The global
-batch at step t is therefore the same set of augmented examples for any process count (process p
-holds rows p, p + P, ... of it). Batching happens in the MapDataset, so each Grain worker process
-builds whole batches and the stream does not depend on data.worker_count either (the iterator
-*state* does: restore with the worker_count it was saved with).
+batch at step t is therefore the same augmented examples *in the same order* for any process
+count: process p holds its rows [p b, (p + 1) b) (b = B / P), which `make_global` places on p's
+devices, i.e. at the same global positions as in a one-process run. The order matters beyond
+rounding: dropout and drop-path draw their masks by global row position, so rows interleaved across
+processes (p, p + P, ...) would train on other masks than one process does. Batching happens in the MapDataset, so each Grain worker process builds whole
+batches and the stream does not depend on data.worker_count either (the iterator *state* does:
+restore with the worker_count it was saved with).
 
 Batches are nested dicts with the fields of a clipmed.batch.BatchSpec: the hard negatives and the
 padded report graphs of the method (input_pipeline/extras.py) are added when the spec asks for
 them, built on the host per example.
 
-Evaluation: `iterate_split` walks a split in order without augmentation and pads the last batch to
-full size with a `valid` mask, so eval steps keep one static shape.
+Evaluation: `iterate_split` walks a split (or, in a multi-process run, this process's contiguous
+block of it; `process_rows`) in order without augmentation and pads the last batch to full size with
+a `valid` mask, so eval steps keep one static shape and every process makes the same number of
+calls. `gather_rows` puts the processes' blocks back together.
 
 Checkpointing: the train iterator is a grain.DatasetIterator; save and restore it next to the train
 state in one Orbax CheckpointManager step with `checkpoint_save_args` / `checkpoint_restore_args`.
@@ -31,6 +36,7 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from clipmed import batch as batch_lib
@@ -165,8 +171,9 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
   ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(
       streams, [float(weight) for _, weight in parts])
   ds = ds.random_map(transform, seed=augment_seed)  # lazy: runs only for this process's rows
-  ds = ds[index::count]
-  ds = ds.batch(global_batch_size // count, drop_remainder=True)
+  # Batches of b consecutive elements, process p taking batches p, p + P, ...: the global batch t
+  # is elements [t B, (t + 1) B) and process p holds its rows [p b, (p + 1) b) (module docstring).
+  ds = ds.batch(global_batch_size // count, drop_remainder=True)[index::count]
   iter_ds = ds.to_iter_dataset(_read_options(data_config))
   if data_config.worker_count > 0:
     _check_flags_parsed()
@@ -176,22 +183,81 @@ def create_train_iterator(data_config: Any, *, source: Any, tokenizer: Any,
   return iter(iter_ds)
 
 
-def _pad_batch(batch: dict[str, Any], batch_size: int) -> dict[str, Any]:
-  """Pads a short batch to `batch_size` rows by repeating its last row; adds `valid` [B]."""
-  num = len(batch[batch_lib.IMAGE])
-  valid = np.arange(batch_size) < num
-  if num == batch_size:
-    return {**batch, batch_lib.VALID: valid}
-  fill = np.minimum(np.arange(batch_size), num - 1)
-  return {**jax.tree.map(lambda v: v[fill], batch), batch_lib.VALID: valid}
+class RowSubset:
+  """The rows `rows` of a random-access source, in order (a view filter without a copy)."""
+
+  def __init__(self, source: Any, rows: np.ndarray, split: str):
+    self._source, self._rows, self.split = source, np.asarray(rows, np.int64), split
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, index: int) -> Any:
+    return self._source[int(self._rows[index])]
+
+  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+    keys = [int(self._rows[i]) for i in indices]
+    if hasattr(self._source, "__getitems__"):
+      return self._source.__getitems__(keys)
+    return [self._source[k] for k in keys]
+
+
+def process_rows(num_rows: int, batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """This process's share of `num_rows` evaluation rows, in whole batches.
+
+  Process p takes the p-th contiguous block of ceil(N / P) rows (the last blocks may be shorter or
+  empty) and pads it with copies of its last row (of the split's last row when the block is empty)
+  to T batches of b = batch_size / P rows, T = ceil(ceil(N / P) / b) on every process, so that
+  every process makes the same number of (collective) calls. The blocks in process order are the
+  rows in order: `gather_rows` of each process's per-row results, filtered by the gathered
+  `valid`, gives the N rows of a one-process run. One process: rows 0..N-1, the last batch padded.
+
+  Args:
+    num_rows: N, the rows of the split (or of a list of texts).
+    batch_size: rows per batch over all processes (config.eval_batch_size).
+    process_index: p.
+    process_count: P; must divide batch_size.
+
+  Returns:
+    (rows int64 [T * b] indices into the N rows, valid bool [T * b]: not a padding row).
+  """
+  index, count = _process_index_and_count(process_index, process_count)
+  if batch_size < 1 or batch_size % count:
+    raise errors.ConfigError(f"eval batch size {batch_size} must be a positive multiple of the "
+                             f"process count {count}; change config.eval_batch_size")
+  per_batch = batch_size // count
+  block = -(-num_rows // count)                                      # ceil(N / P)
+  start, stop = min(index * block, num_rows), min((index + 1) * block, num_rows)
+  total = -(-block // per_batch) * per_batch                         # T * b
+  offsets = np.arange(total)
+  valid = offsets < stop - start
+  last = stop - 1 if stop > start else num_rows - 1
+  rows = np.where(valid, start + offsets, max(last, 0)).astype(np.int64)
+  return rows, valid
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+  """[n, ...] rows of this process -> [P * n, ...] the rows of every process, process 0's first.
+
+  `local` must have the same shape and dtype on every process. In a multi-process run this is a
+  collective: every process calls it, in the same order. One process: `local` itself.
+  """
+  local = np.asarray(local)
+  if jax.process_count() == 1:
+    return local
+  return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
 def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, spec: batch_lib.BatchSpec,
-                  class_names: Sequence[str], batch_size: int) -> Iterator[dict[str, Any]]:
-  """Iterates a split once in source order, without augmentation, for evaluation.
+                  class_names: Sequence[str], batch_size: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict[str, Any]]:
+  """Iterates a split (this process's share of it) once in source order, without augmentation.
 
-  Every batch has exactly `batch_size` rows; the last one is padded with copies of its last example
-  and `valid` marks the real rows.
+  Every batch has exactly batch_size / process_count rows; padding rows are copies of the last
+  real row, and `valid` marks the real rows. With process_count P > 1, the process reads only its
+  contiguous block of the split and yields as many batches as every other process
+  (`process_rows`).
 
   Args:
     data_config: config.data.
@@ -201,21 +267,26 @@ def iterate_split(data_config: Any, *, source: Any, tokenizer: Any, spec: batch_
     spec: the batch to produce; evaluation needs no hard negatives or graphs, so pass a spec
       without them unless a caller wants them.
     class_names: the dataset's label classes.
-    batch_size: rows per batch (per process: every process sees the whole split).
+    batch_size: rows per batch over all processes (config.eval_batch_size).
+    process_index: this process's index; 0 (with process_count 1) reads the whole split.
+    process_count: the number of processes sharing the split.
 
   Returns:
-    An iterator of batches of `spec` plus `valid` bool [B].
+    An iterator of batches of `spec` plus `valid` bool [b].
   """
   if batch_size < 1:
     raise errors.ConfigError(f"eval batch size must be positive, got {batch_size}")
   if len(source) == 0:
     raise errors.DataError(f"the evaluation source (split {split_name(source)!r}) is empty")
+  rows, valid = process_rows(len(source), batch_size, process_index, process_count)
+  per_batch = batch_size // process_count
   example = _example_spec(data_config, spec, class_names, split=split_name(source), train=False)
   transform = transforms.EvalTransform(example, _text_tokenizer(tokenizer, data_config))
-  ds = grain.MapDataset.source(without_image_decoding(source)).map(transform)
-  ds = ds.batch(batch_size, drop_remainder=False)
+  share = RowSubset(without_image_decoding(source), rows, split_name(source))
+  ds = grain.MapDataset.source(share).map(transform).batch(per_batch, drop_remainder=False)
   iter_ds = ds.to_iter_dataset(_read_options(data_config))
-  return (_pad_batch(batch, batch_size) for batch in iter_ds)
+  return ({**batch, batch_lib.VALID: valid[t * per_batch:(t + 1) * per_batch]}
+          for t, batch in enumerate(iter_ds))
 
 
 def split_metadata(source: Any, *, text_field: str | None, num_classes: int) -> dict[str, Any]:

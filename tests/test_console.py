@@ -113,3 +113,12 @@ def test_interval_lines_and_the_final_line(monkeypatch):
       bar.update()
   lines = out.getvalue().splitlines()
   assert len(lines) == 1 and lines[0].startswith("mimic_cxr train: images: 999/1000 studies (99%)")
+
+
+def test_the_evaluate_command_drops_the_flags_of_training_processes():
+  from clipmed import console  # pylint: disable=g-import-not-at-top
+  argv = ["clipmed/main.py", "--config=configs/tiny.py", "--workdir=w", "--distributed",
+          "--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=1",
+          "--config.log_every_steps=1"]
+  assert console.evaluate_args(argv) == ["--config=configs/tiny.py", "--workdir=w",
+                                         "--config.log_every_steps=1"]

@@ -13,6 +13,7 @@ from clipmed.evaluators import EVALUATORS, EvalSource, Runner
 from clipmed.evaluators import results as results_lib
 from clipmed.evaluators.base import Metric
 from clipmed.report import chexpert
+from input_pipeline import pipeline
 
 N, D = 7, 8
 
@@ -111,6 +112,49 @@ def test_only_due_runs_periodic_evaluations():
   assert results and all(k.startswith("zero_shot/") for k in results)
   assert runner.run(7, embed_images=model.embed_images, embed_texts=model.embed_texts,
                     logit_scale=10.0, only_due=True) == {}
+
+
+def _share(process_index, process_count=2, batch_size=4):
+  """A split as process `process_index` of `process_count` iterates it (pipeline.process_rows)."""
+  images = np.random.default_rng(1).normal(size=(N, 1, 1, D)).astype(np.float32)
+  rows, valid = pipeline.process_rows(N, batch_size, process_index, process_count)
+  per_batch = batch_size // process_count
+  for start in range(0, len(rows), per_batch):
+    yield {"image": images[rows[start:start + per_batch]],
+           "valid": valid[start:start + per_batch]}
+
+
+def test_a_split_shared_by_two_processes_gives_the_results_of_one():
+  """Process 0 of two embeds only its block; gather_rows (here: process 1's rows appended, as
+  pipeline.gather_rows would) restores the split, so the results are those of one process."""
+  whole = _runner().run(10, embed_images=FakeModel().embed_images,
+                        embed_texts=FakeModel().embed_texts, logit_scale=20.0)
+  other = list(_share(1))
+  other_rows = {"emb": np.concatenate([b["image"].reshape(-1, D) for b in other]),
+                "valid": np.concatenate([b["valid"] for b in other])}
+  gathered = []
+
+  def gather_rows(local):
+    gathered.append(local.shape)
+    return np.concatenate([local, other_rows["valid" if local.dtype == bool else "emb"]])
+
+  rows_seen = []
+
+  def embed_images(images):
+    rows_seen.append(images.shape[0])
+    return images.reshape(images.shape[0], -1)
+
+  runner = Runner(_evals(), default_dataset="toy", seed=0,
+                  sources=lambda name: EvalSource(iterate_split=lambda split: _share(0),
+                                                  split_metadata=lambda split: _metadata(),
+                                                  gather_rows=gather_rows))
+  shared = runner.run(10, embed_images=embed_images, embed_texts=FakeModel().embed_texts,
+                      logit_scale=20.0)
+  assert sum(rows_seen) == 4 and gathered == [(4, D), (4,)]  # its block of ceil(7 / 2) rows
+  assert shared.keys() == whole.keys()
+  for key in whole:
+    assert shared[key] == whole[key] or (math.isnan(shared[key].value)
+                                         and math.isnan(whole[key].value)), key
 
 
 def test_write_json_md_and_scalars(tmp_path):

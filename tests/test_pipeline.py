@@ -148,12 +148,15 @@ def test_process_slices_are_disjoint_and_rebuild_the_global_batch(data):
     assert batches[0]["image"].shape[0] == 4
     seen.append({ids[row.tobytes()] for b in batches for row in b["image"]})
   assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_TRAIN))
-  # With augmentation, process p's rows are rows p::2 of the single-process global batch.
-  whole = next(_train(data, batch=8, process_index=0, process_count=1))
+  # With augmentation, process p's rows are rows [4 p, 4 p + 4) of the single-process global
+  # batch: make_global puts them at those positions, so dropout masks (drawn by global position)
+  # fall on the same examples as in one process.
+  whole = _take(_train(data, batch=8, process_index=0, process_count=1), 2)
   for p in range(2):
-    part = next(_train(data, batch=8, process_index=p, process_count=2))
-    for k in whole:
-      np.testing.assert_array_equal(whole[k][p::2], part[k])
+    parts = _take(_train(data, batch=8, process_index=p, process_count=2), 2)
+    for w, part in zip(whole, parts):
+      for k in w:
+        np.testing.assert_array_equal(w[k][4 * p:4 * p + 4], part[k])
 
 
 def test_batch_size_must_divide_over_processes(data):
@@ -184,6 +187,29 @@ def test_eval_iterates_in_order_with_padding_and_valid_mask(data):
       labels, chexpert.clinical_vector(meta["labels"], uncertain_as=1.0, normalize=False))
   again = list(_iterate(sources["test"], tokenizer, cfg, 6))
   np.testing.assert_array_equal(batches[1]["image"], again[1]["image"])
+
+
+def test_eval_processes_read_contiguous_blocks_that_rebuild_the_split(data):
+  sources, tokenizer = data
+  cfg = _config()
+  whole = list(_iterate(sources["test"], tokenizer, cfg, 6))
+  images = np.concatenate([b["image"][b["valid"]] for b in whole])   # [16, 64, 64, 1], unique
+  for count, batch_size in ((2, 6), (3, 6), (3, 3), (5, 10)):
+    shares = [list(pipeline.iterate_split(
+        cfg, source=sources["test"], tokenizer=tokenizer, spec=_spec(cfg),
+        class_names=chexpert.CATEGORIES, batch_size=batch_size, process_index=p,
+        process_count=count)) for p in range(count)]
+    assert len({len(share) for share in shares}) == 1, (count, batch_size)  # the same calls
+    rows = []
+    for share in shares:
+      assert all(b["image"].shape[0] == batch_size // count for b in share)
+      valid = np.concatenate([b["valid"] for b in share])
+      np.testing.assert_array_equal(valid, np.arange(len(valid)) < valid.sum())  # padding last
+      rows.append(np.concatenate([b["image"][b["valid"]] for b in share]))
+    assert max(map(len, rows)) == -(-NUM_TEST // count)  # nobody reads more than its block
+    np.testing.assert_array_equal(np.concatenate(rows), images)
+  with pytest.raises(errors.ConfigError, match="multiple of the process count 4"):
+    pipeline.process_rows(16, 6, 0, 4)
 
 
 def test_split_metadata_reads_text_fields_in_order(data):

@@ -14,6 +14,11 @@ Each (dataset, split) a task needs is embedded once per `run` (one checkpoint) a
 tasks; a split's reports are embedded only when a task uses them; text embeddings (reports,
 prompts, CXR-Align alternatives) are cached per distinct text within a run. Split metadata does
 not depend on the checkpoint and is fetched once per runner.
+
+In a multi-process run every process runs the same evaluations in the same order. A source whose
+iterate_split yields only this process's share of a split gives its `gather_rows`, which puts the
+processes' embeddings back together (a collective), so every process evaluates all N rows and
+process 0 writes the results.
 """
 
 import dataclasses
@@ -51,20 +56,27 @@ class EvalSource:
 
   Attributes:
     iterate_split: split -> batches {"image": [B, H, W, C] float32, "valid": [B] bool}, the
-      split's rows in metadata order, padding rows marked invalid. In a multi-process run every
-      process must see all N rows (or embed_images must gather them).
+      split's rows in metadata order, padding rows marked invalid; in a multi-process run either
+      all N rows on every process, or (with gather_rows) this process's share, the same number
+      of batches on every process.
     split_metadata: split -> {"reports", "labels" [N, K], "study_ids", "extras"}; see the task
       modules for extras keys.
     class_names: the K label classes.
     has_reports: whether the rows have report texts (tasks on reports need them).
     split_info: split -> what identifies the evaluated images ({"images", "image_id_sha256",
       ...}); by default the number of rows and the sha256 of the sorted study ids.
+    gather_rows: with an iterate_split that yields this process's share: [n, ...] per-row
+      results of this process (every yielded row, padding included) -> [P * n, ...] those of
+      every process, in the order that, without the invalid rows, is the split's
+      (input_pipeline.pipeline.gather_rows for its contiguous blocks). None: iterate_split yields
+      every row.
   """
   iterate_split: IterateSplit
   split_metadata: SplitMetadata
   class_names: tuple[str, ...] = chexpert.CATEGORIES
   has_reports: bool = True
   split_info: Callable[[str], dict[str, Any]] | None = None
+  gather_rows: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _check_metadata(meta: Mapping[str, Any], dataset: str, split: str,
@@ -93,16 +105,32 @@ def _check_metadata(meta: Mapping[str, Any], dataset: str, split: str,
 
 
 def embed_split_images(batches: Iterable[Mapping[str, np.ndarray]],
-                       embed_images: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-  """Embeds every valid image of a split in order. -> [N, D] L2-normalised float32."""
-  parts = []
+                       embed_images: Callable[[np.ndarray], np.ndarray],
+                       gather_rows: Callable[[np.ndarray], np.ndarray] | None = None
+                       ) -> tuple[np.ndarray, int]:
+  """Embeds every valid image of a split in order.
+
+  Args:
+    batches: iterate_split's batches (with gather_rows: this process's share).
+    embed_images: [B, H, W, C] -> [B, D].
+    gather_rows: see EvalSource.gather_rows; None when `batches` hold every row.
+
+  Returns:
+    ([N, D] L2-normalised float32 embeddings of the whole split, how many of its N rows this
+    process embedded).
+  """
+  parts, masks = [], []
   for batch in batches:
     emb = np.asarray(embed_images(batch["image"]))                      # [B, D]
-    valid = np.asarray(batch.get("valid", np.ones(emb.shape[0], bool)), dtype=bool)
-    parts.append(emb[valid])
+    parts.append(emb)
+    masks.append(np.asarray(batch.get("valid", np.ones(emb.shape[0], bool)), dtype=bool))
   if not parts:
-    return np.zeros((0, 0), np.float32)
-  return l2_normalize(np.concatenate(parts))
+    return np.zeros((0, 0), np.float32), 0
+  emb, valid = np.concatenate(parts), np.concatenate(masks)             # [n, D], [n]
+  mine = int(valid.sum())
+  if gather_rows is not None:
+    emb, valid = gather_rows(emb), gather_rows(valid)                   # [P n, D], [P n]
+  return l2_normalize(emb[valid]), mine
 
 
 def build_evaluators(evals_config: ml_collections.ConfigDict,
@@ -204,14 +232,15 @@ class Runner:
     def load(ctx: EvalContext, split: str) -> SplitData:
       start = time.perf_counter()
       meta = self.metadata(dataset, split)
-      image = embed_split_images(source.iterate_split(split), embed_images)
+      image, mine = embed_split_images(source.iterate_split(split), embed_images,
+                                       source.gather_rows)
       n = len(meta["reports"])
       if image.shape[0] != n:
         raise ValueError(f"iterate_split({split!r}) of {dataset!r} yielded {image.shape[0]} "
                          f"valid images but split_metadata has {n} rows; both must list the "
                          "same rows in the same order (mark padding rows valid=False)")
-      logging.info("eval: embedded the %d images of %s/%s in %.1f s", n, dataset, split,
-                   time.perf_counter() - start)
+      logging.info("eval: embedded the %d images of %s/%s in %.1f s (%d of them on this process)",
+                   n, dataset, split, time.perf_counter() - start, mine)
       self._data_info[f"{dataset}/{split}"] = self._split_info(dataset, split, meta)
 
       def embed_reports(reports):
