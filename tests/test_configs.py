@@ -7,11 +7,12 @@ import sys
 import pytest
 
 from clipmed import errors, train
-from configs import ablations, common, demo, full, imbalance, paper_eval, tiny
+from configs import ablations, common, demo, full, imbalance, paper_eval, synth_paper, tiny
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("module", [demo, tiny, full, ablations, imbalance, paper_eval])
+@pytest.mark.parametrize("module", [demo, tiny, full, ablations, imbalance, paper_eval,
+                                    synth_paper])
 def test_every_config_builds_and_names_its_command(module):
   config = module.get_config()
   assert module.__doc__.strip().splitlines()[0].startswith(
