@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): one per core by default.
+# Test processes (pytest-xdist): one per core by default. `worksteal`: an idle worker takes tests
+# queued on a busy one, so the long tests (scheduled first, tests/conftest.py) do not end up
+# queued behind each other on one worker.
 TEST_WORKERS ?= auto
 
 .PHONY: demo test install install-dev clean help
@@ -44,7 +46,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	@echo "make test: running the test suite with pytest ($(TEST_WORKERS) worker processes)."
-	@$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data $(WORKDIR)

@@ -34,8 +34,9 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(items):
-  """Slow tests first: with several workers, a long test started last would run alone at the
-  end."""
+  """Slow tests first: a long test started last would run alone at the end. `make test` runs
+  pytest-xdist with --dist worksteal, so idle workers take queued tests from busy ones (with
+  xdist's default `load`, the first chunk of the list, i.e. every slow test, goes to one worker)."""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
