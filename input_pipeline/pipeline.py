@@ -9,9 +9,10 @@ batch at step t is therefore the same augmented examples *in the same order* for
 count: process p holds its rows [p b, (p + 1) b) (b = B / P), which `make_global` places on p's
 devices, i.e. at the same global positions as in a one-process run. The order matters beyond
 rounding: dropout and drop-path draw their masks by global row position, so rows interleaved across
-processes (p, p + P, ...) would train on other masks than one process does. Batching happens in the MapDataset, so each Grain worker process builds whole
-batches and the stream does not depend on data.worker_count either (the iterator *state* does:
-restore with the worker_count it was saved with).
+processes (p, p + P, ...) would train on other masks than one process does. Batching happens in
+the MapDataset, so each Grain worker process builds whole batches and the stream does not depend
+on data.worker_count either (the iterator *state* does: restore with the worker_count it was
+saved with).
 
 Batches are nested dicts with the fields of a clipmed.batch.BatchSpec: the hard negatives and the
 padded report graphs of the method (input_pipeline/extras.py) are added when the spec asks for
