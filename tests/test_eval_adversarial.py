@@ -27,7 +27,8 @@ def _config(tmp_path):
       "Edema": {"positive": ["edema+"], "negative": ["edema-"]},
       "Pneumothorax": {"positive": ["ptx+"], "negative": ["ptx-"]}}}))
   return ml_collections.ConfigDict(dict(task="adversarial", split="test", every_steps=0,
-                                        prompts=str(path), classes=CLASSES, num_bootstrap=100))
+                                        prompts=str(path), classes=CLASSES, num_bootstrap=100,
+                                        prior="none"))
 
 
 def _split():

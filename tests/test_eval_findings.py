@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from clipmed.evaluators import adversarial, findings, metrics, zero_shot
+from clipmed import errors
+from clipmed.evaluators import adversarial, findings, metrics, prompt_sets, zero_shot
 from clipmed.evaluators.base import EvalContext, SplitData
 from clipmed.report import chexpert
 
@@ -96,7 +97,8 @@ def _prompt_config(tmp_path, task, classes):
   path.write_text(json.dumps({"classes": {
       c: {"positive": [f"{c}+"], "negative": [f"{c}-"]} for c in classes}}))
   return ml_collections.ConfigDict(dict(task=task, split="test", every_steps=0, prompts=str(path),
-                                        classes=classes, where={}, num_bootstrap=200))
+                                        classes=classes, where={}, num_bootstrap=200,
+                                        prior="none"))
 
 
 def _split(scores, labels_by_class):
@@ -186,3 +188,73 @@ def test_adversarial_never_asks_an_implied_parent_as_absent(tmp_path):
   # Every image has Edema; Lung Opacity (blank) is its parent, so no question can be asked.
   assert not ctx.examples["adversarial"]["eligible"].any()
   assert np.isnan(out["accuracy"].value)
+
+
+def test_prior_log_odds_hand_computed():
+  positive = np.array([[1, 0], [0, 0], [0, 0], [1, 1]], bool)
+  counted = np.array([[1, 1], [1, 1], [1, 0], [1, 1]], bool)  # row 2 uncertain for class 1
+  out = prompt_sets.prior_log_odds(positive, counted)
+  # Class 0: 2 of 4 -> (2.5 / 2.5); class 1: 1 of 3 -> (1.5 / 2.5); never infinite.
+  np.testing.assert_allclose(out, [0.0, np.log(1.5 / 2.5)])
+  assert np.all(np.isfinite(prompt_sets.prior_log_odds(np.zeros((3, 1), bool),
+                                                       np.ones((3, 1), bool))))
+
+
+def _prior_case(tmp_path, task, prior, train_rows):
+  """Class A with logit +1 on every test image; its rate on the train split is the prior."""
+  classes = ["Cardiomegaly", "Edema"]
+  n = 10
+  scores = np.tile([[1.0, -1.0]], (n, 1))
+  test = _split(scores, {"Cardiomegaly": np.r_[np.ones(2), np.zeros(n - 2)],
+                         "Edema": np.zeros(n)})
+  train = _split(np.zeros((len(train_rows), 2)),
+                 {"Cardiomegaly": np.asarray(train_rows, np.float32),
+                  "Edema": np.zeros(len(train_rows))})
+  splits = {"test": test, "train": train}
+  ctx = EvalContext(dataset="toy", logit_scale=1.0, seed=0, load_split=lambda c, s: splits[s],
+                    embed_texts=_embedder(classes),
+                    load_labels=lambda s: splits[s].labels)
+  config = _prompt_config(tmp_path, task, classes)
+  config.prior = prior
+  evaluator = (zero_shot.ZeroShot if task == "zero_shot" else adversarial.Adversarial)(config)
+  return evaluator.evaluate(ctx), ctx
+
+
+def test_the_decision_adds_the_prior_log_odds_of_the_train_split(tmp_path):
+  # Train rate of Cardiomegaly 1 in 19: prior log odds log(1.5 / 18.5) = -2.5, so the logit of
+  # +1 no longer says "present"; Edema (rate 0) answers "no" with or without the prior.
+  out, ctx = _prior_case(tmp_path, "zero_shot", "train", [1] + [0] * 18)
+  np.testing.assert_allclose(ctx.examples["zero_shot"]["prior_log_odds"],
+                             [np.log(1.5 / 18.5), np.log(0.5 / 19.5)])
+  assert out["positive_rate/cardiomegaly"].value == 0.0
+  assert out["mean_auroc"].value == pytest.approx(0.5)  # rankings ignore the prior
+  again = metrics.bootstrap(zero_shot.ZeroShot.statistics(ctx.examples["zero_shot"]), 10,
+                            num_resamples=200, seed=0)
+  assert again["positive_rate/cardiomegaly"] == out["positive_rate/cardiomegaly"]
+  # A common class (rate 15 of 19, log odds +1.2) keeps the "yes".
+  out, _ = _prior_case(tmp_path, "zero_shot", "train", [1] * 15 + [0] * 4)
+  assert out["positive_rate/cardiomegaly"].value == 1.0
+  # prior="none": the logit alone, as do examples saved without prior_log_odds.
+  out, ctx = _prior_case(tmp_path, "zero_shot", "none", [1] + [0] * 18)
+  assert out["positive_rate/cardiomegaly"].value == 1.0
+  old = {k: v for k, v in ctx.examples["zero_shot"].items() if k != "prior_log_odds"}
+  assert _point(zero_shot.ZeroShot.statistics(old), 10)["positive_rate/cardiomegaly"] == 1.0
+
+
+def test_adversarial_answers_with_the_prior(tmp_path):
+  # Images 0-1 have Cardiomegaly (asked as present), all others nothing present (not asked).
+  out, _ = _prior_case(tmp_path, "adversarial", "none", [1] + [0] * 18)
+  assert out["positive_accuracy"].value == 1.0 and out["accuracy"].value == 1.0
+  out, _ = _prior_case(tmp_path, "adversarial", "train", [1] + [0] * 18)
+  assert out["positive_accuracy"].value == 0.0 and out["negative_accuracy"].value == 1.0
+
+
+def test_a_bad_prior_is_a_config_error(tmp_path):
+  for bad in ("", 3):
+    config = _prompt_config(tmp_path, "zero_shot", ["Cardiomegaly", "Edema"])
+    del config["prior"]
+    config.prior = bad
+    with pytest.raises(errors.ConfigError, match="prior"):
+      zero_shot.ZeroShot(config)
+  with pytest.raises(errors.ConfigError, match="no rows"):
+    _prior_case(tmp_path, "zero_shot", "train", [])

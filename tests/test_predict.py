@@ -93,6 +93,11 @@ def test_zero_shot_reproduces_the_runs_zero_shot_auroc(tiny_workdir, model, test
   k = classes.index("Pleural Effusion")
   np.testing.assert_allclose(probs["Pleural Effusion"], 1 / (1 + np.exp(-logits[:3, k])),
                              rtol=1e-6)
+  # A prior rate p adds log(p / (1 - p)) to the logit, as the evaluation's decision does.
+  probs = model.zero_shot(files[:3], findings=["pleural effusion"],
+                          priors={"Pleural effusion": 0.1})
+  np.testing.assert_allclose(probs["Pleural Effusion"],
+                             1 / (1 + np.exp(-(logits[:3, k] + np.log(0.1 / 0.9)))), rtol=1e-6)
 
 
 def test_report_embeddings_and_retrieval(model, test_split_files):
@@ -174,6 +179,15 @@ def test_cli_user_mistakes_are_one_line(tiny_workdir, tmp_path, capsys):
     cli.main(["--model", tiny_workdir, "--images", str(tmp_path / "a.png"),
                   "--findings", "broken heart"])
   assert "no prompts for finding 'broken heart'" in capsys.readouterr().err
+  for priors, message in (("pneumothorax=1.5", "strictly between 0 and 1"),
+                          ("pneumothorax", "is not FINDING=RATE"),
+                          ("edema=0.1", "not among the scored findings")):
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(["--model", tiny_workdir, "--images", str(tmp_path / "a.png"),
+                "--findings", "pneumothorax", "--priors", priors])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 @pytest.mark.slow

@@ -4,13 +4,16 @@ Config fields (config.evals.<name>):
   task="adversarial", split="test", every_steps=0, num_bootstrap=1000,
   prompts="chexpert"   bundled prompt set name or a .json path (see prompt_sets)
   classes=[...]         CheXpert categories that questions may ask about
+  prior="train"         the split whose class rates are the prior of the yes/no answers, or
+                        "none" (prompt_sets: why a prior)
 
 For every study with at least one present class (labeler value 1) and one absent class (0 or not
 mentioned; uncertain classes are never asked about; an ancestor of a present class in the CheXpert
 hierarchy is not asked about as absent, see findings.py) the seeded choice picks one of each. The
-model answers "is <present> there?" right when the present class's positive prompts beat its
-negative prompts (zero-shot logit > 0), and "is <absent> there?" right when the absent class's
-negative prompts win (logit < 0). A study counts as correct only when both answers are right.
+model answers "yes" to "is <class> there?" when the class's zero-shot logit plus its prior log
+odds is above 0 (with prior="none": when its positive prompts beat its negative prompts). It is
+right on the present class when it answers "yes", on the absent one when it answers "no"; a study
+counts as correct only when both answers are right.
 Metrics: "accuracy" (both right), "positive_accuracy", "negative_accuracy" (each question alone),
 with intervals, and two yardsticks:
   "shuffled_accuracy" (and shuffled_positive_accuracy, shuffled_negative_accuracy): the same
@@ -20,7 +23,8 @@ with intervals, and two yardsticks:
     about as well as this baseline; "accuracy_over_shuffled" is the paired difference.
   "chance" (0.25): two independent fair coin flips; a constant answerer scores 0, so this is
     not the bar a model must clear, the shuffled baseline is.
-Per-example arrays recorded: scores, eligible, pos_class, neg_class, labels, classes.
+Per-example arrays recorded: scores, eligible, pos_class, neg_class, labels, classes,
+prior_log_odds ([K]; examples saved before it existed answer on the logit alone).
 """
 
 import numpy as np
@@ -79,7 +83,8 @@ class Adversarial(prompt_sets.PromptTask):
   def statistics(examples):
     eligible = examples["eligible"].astype(bool)
     pos_class, neg_class = examples["pos_class"], examples["neg_class"]
-    yes = examples["scores"] > 0                                       # [N, K]
+    offset = examples.get("prior_log_odds")
+    yes = examples["scores"] + (0.0 if offset is None else np.asarray(offset)[None, :]) > 0
     n, k = yes.shape
     rows = np.arange(n)
     pos_right, neg_right = yes[rows, pos_class], ~yes[rows, neg_class]
@@ -107,7 +112,8 @@ class Adversarial(prompt_sets.PromptTask):
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
     data = ctx.split(self.config.split)
     logits = prompt_sets.prompt_logits(ctx, data.image, self.prompts, self.classes)  # [N, K]
-    labels = data.labels[:, ctx.columns(self.classes, f"config.evals.{self.name}.classes")]
+    columns = ctx.columns(self.classes, f"config.evals.{self.name}.classes")
+    labels = data.labels[:, columns]
     present = labels == chexpert.POSITIVE
     absent = findings.askable_absent(
         present, (labels == chexpert.NEGATIVE) | np.isnan(labels), self.classes)
@@ -115,7 +121,8 @@ class Adversarial(prompt_sets.PromptTask):
     logging.info("adversarial: %d of %d studies have a present and an absent class",
                  int(eligible.sum()), data.num_studies)
     examples = dict(scores=logits, eligible=eligible, pos_class=pos_class, neg_class=neg_class,
-                    labels=labels, classes=np.asarray(self.classes))
+                    labels=labels, classes=np.asarray(self.classes),
+                    prior_log_odds=self.decision_offset(ctx, columns))
     ctx.record(self, data, examples)
     results = metrics.bootstrap(self.statistics(examples), data.num_studies,
                                 num_resamples=self.config.num_bootstrap, seed=ctx.seed)

@@ -89,7 +89,8 @@ class EvalContext:
                load_split: Callable[["EvalContext", str], SplitData],
                embed_texts: Callable[[list[str]], np.ndarray],
                class_names: Sequence[str] = chexpert.CATEGORIES,
-               text_cache: dict[str, np.ndarray] | None = None):
+               text_cache: dict[str, np.ndarray] | None = None,
+               load_labels: Callable[[str], np.ndarray] | None = None):
     """Builds the context.
 
     Args:
@@ -102,6 +103,8 @@ class EvalContext:
         L2-normalised here again, so an unnormalised embedding is harmless.
       class_names: the dataset's K label classes.
       text_cache: text -> embedding, shared with other contexts of the same checkpoint.
+      load_labels: split name -> [N, K] labels without embedding its images (the zero-shot
+        decision's class rates); None: taken from `split`, which embeds it.
     """
     self.dataset = dataset
     self.logit_scale = float(logit_scale)
@@ -111,6 +114,7 @@ class EvalContext:
     self.class_names = tuple(class_names)
     self._splits: dict[str, SplitData] = {}
     self._text_cache = {} if text_cache is None else text_cache
+    self._load_labels = load_labels
     # evaluation name -> its per-example arrays (record); the runner saves them.
     self.examples: dict[str, dict[str, np.ndarray]] = {}
 
@@ -143,6 +147,13 @@ class EvalContext:
     if name not in self._splits:
       self._splits[name] = self._load_split(self, name)
     return self._splits[name]
+
+  def split_labels(self, name: str) -> np.ndarray:
+    """[N, K] labels of the named split (labeler convention); its images are not embedded when
+    the context was given `load_labels`."""
+    if name in self._splits or self._load_labels is None:
+      return self.split(name).labels
+    return self._load_labels(name)
 
   def record(self, evaluator: "Evaluator", data: SplitData,
              examples: Mapping[str, Any]) -> None:

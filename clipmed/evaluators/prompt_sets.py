@@ -6,18 +6,32 @@ A prompt file is JSON:
                                 "negative": ["Normal heart size.", ...]}, ...}}
 Class names are the dataset's (its builder's CLASS_NAMES): one prompt file per label vocabulary
 (chexpert.json for the CheXpert-14 datasets, rsna_pneumonia.json, cxr14.json, ...).
+
+The yes/no decision and the class prior. A contrastive (InfoNCE) model at its optimum scores an
+image x against a text t with log p(t | x) / p(t) plus a term of x alone (van den Oord et al.
+2018, "Representation Learning with Contrastive Predictive Coding"; Poole et al. 2019, "On
+Variational Bounds of Mutual Information"). The zero-shot logit, positive minus negative prompt
+score, is therefore the posterior log odds of the finding *minus its prior log odds*: a
+likelihood ratio, not a probability. Answering "present" when the logit is above 0 (CheXzero's
+protocol) says "yes" whenever the image makes the finding likelier than its base rate, so a rare
+finding is answered "yes" far more often than it occurs. The decision tasks (zero_shot's rates,
+adversarial) add the prior log odds of each class first: config field `prior`, the name of a
+split whose label rates are the prior ("train", the default: the reports the model was trained
+on), or "none" for the logit alone. AUROCs and other rankings do not depend on it.
 """
 
 import dataclasses
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from absl import logging
 
 from clipmed import errors
 from clipmed.evaluators.base import EvalContext, Evaluator
+from clipmed.report import chexpert
 
 PROMPT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 
@@ -80,15 +94,57 @@ def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptS
   return out
 
 
+def prior_log_odds(positive: np.ndarray, counted: np.ndarray) -> np.ndarray:
+  """[K] log odds of each class's rate among its counted rows, (positives + 1/2) / (counted + 1):
+  finite even for a class without positives or without negatives.
+
+  Args:
+    positive: [N, K] bool.
+    counted: [N, K] bool; rows not counted for a class (uncertain labels) are left out of it.
+  """
+  pos = np.sum(positive & counted, axis=0) + 0.5
+  neg = np.sum(~positive & counted, axis=0) + 0.5
+  return np.log(pos / neg)
+
+
 class PromptTask(Evaluator):
   """An evaluation that asks about `classes` with the prompt sets of `prompts` (both config
-  fields), loaded and checked when the evaluator is built."""
+  fields), loaded and checked when the evaluator is built; `prior` (optional, default "train")
+  names the split whose class rates shift the yes/no decision (module docstring), or "none"."""
   required_fields = ("prompts", "classes")
 
   def __init__(self, config, name=None):
     super().__init__(config, name)
     self.classes = list(config.classes)
     self.prompts = load_prompts(config.prompts, self.classes)
+    self.prior = config.get("prior", "train")
+    if not isinstance(self.prior, str) or not self.prior.strip():
+      raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: give the name of "
+                               "a labelled split whose class rates are the prior (\"train\") or "
+                               "\"none\" to decide on the zero-shot logit alone")
+
+  def decision_offset(self, ctx: EvalContext, columns: Sequence[int],
+                      keep: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """[K] prior log odds of the classes (`columns` of the dataset's labels) on the `prior`
+    split, zeros for prior="none"; `keep` (labels [N, C] -> [N] bool) selects its rows.
+
+    Raises:
+      ConfigError: the prior split has no rows (left).
+    """
+    if self.prior == "none":
+      return np.zeros(len(columns))
+    labels = ctx.split_labels(self.prior)
+    rows = keep(labels) if keep is not None else np.ones(labels.shape[0], bool)
+    if not np.any(rows):
+      raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: that split of "
+                               f"{ctx.dataset} has no rows to take class rates from; name another "
+                               "split or set prior=\"none\"")
+    labels = labels[rows][:, list(columns)]
+    offset = prior_log_odds(labels == chexpert.POSITIVE, labels != chexpert.UNCERTAIN)
+    logging.info("%s: decision prior from %s/%s (%d rows): %s", self.name, ctx.dataset,
+                 self.prior, int(rows.sum()),
+                 ", ".join(f"{c} {1 / (1 + np.exp(-o)):.3f}" for c, o in zip(self.classes, offset)))
+    return offset
 
 
 def prompt_logits(ctx: EvalContext, image: np.ndarray, prompts: dict[str, PromptSet],

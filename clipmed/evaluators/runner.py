@@ -22,6 +22,7 @@ process 0 writes the results.
 """
 
 import dataclasses
+import functools
 import hashlib
 import sys
 import time
@@ -219,6 +220,9 @@ class Runner:
                                             len(source.class_names))
     return self._metadata[key]
 
+  def _split_labels(self, dataset: str, split: str) -> np.ndarray:
+    return self.metadata(dataset, split)["labels"]
+
   def _split_info(self, dataset: str, split: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     source = self.sources[dataset]
     if source.split_info is not None:
@@ -264,7 +268,8 @@ class Runner:
     return {dataset: EvalContext(dataset=dataset, logit_scale=float(logit_scale), seed=self.seed,
                                  load_split=self._load_split(dataset, embed_images),
                                  embed_texts=embed_texts, class_names=source.class_names,
-                                 text_cache=text_cache)
+                                 text_cache=text_cache,
+                                 load_labels=functools.partial(self._split_labels, dataset))
             for dataset, source in self.sources.items()}
 
   def run(self, step: int, *, embed_images: Callable[[np.ndarray], np.ndarray],

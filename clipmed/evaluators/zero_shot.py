@@ -6,6 +6,8 @@ Config fields (config.evals.<name>):
   classes=[...]          the dataset's class names to evaluate
   where={}               keep only rows whose labels equal these values, e.g. {"Normal": 0.0}
                          for RSNA-ab (pneumonia against the other abnormal images)
+  prior="train"          the split whose class rates (of the rows `where` keeps) are the prior of
+                         the yes/no decision, or "none" (prompt_sets: why a prior)
 
 Per class, the score of a study is softmax over (mean similarity to the positive prompts, mean
 similarity to the negative prompts) times the logit scale; the metric is the binary AUROC.
@@ -22,13 +24,15 @@ High per-class AUROCs do not show whether the model tells findings apart or rank
     mentioned, without the CheXpert-hierarchy ancestors of a present class, see findings.py), the
     fraction of (p, a) pairs with score(p) > score(a), ties one half; averaged per image, then
     over images. 0.5 for a model that scores all findings of an image alike.
-  "positive_rate/<slug>" and "prevalence/<slug>": how often the zero-shot decision (logit > 0,
-    i.e. the positive prompts win) says "present", and how often the class is present;
+  "positive_rate/<slug>" and "prevalence/<slug>": how often the zero-shot decision says
+    "present" (logit + prior log odds > 0; with prior="none", logit > 0: the positive prompts
+    win), and how often the class is present;
     "max_rate_over_prevalence": the largest positive_rate / prevalence over the classes with
     positives (a finding answered "yes" on every image has 1 / prevalence).
   "image_mean_share": the share of the score variance (after removing per-class means) that one
     mean per image carries; 1/K for independent classes, near 1 for an abnormality score.
-Per-example arrays recorded (and saved by the runner): scores, positive, counted, askable, classes.
+Per-example arrays recorded (and saved by the runner): scores, positive, counted, askable, classes,
+prior_log_odds ([K]; examples saved before it existed decide on the logit alone).
 """
 
 import warnings
@@ -98,13 +102,15 @@ def auroc_metrics(positive: np.ndarray, counted: np.ndarray, scores: np.ndarray,
 
 
 def decision_statistics(scores: np.ndarray, positive: np.ndarray, counted: np.ndarray,
-                        askable: np.ndarray, classes: list[str]) -> metrics.StatFn:
+                        askable: np.ndarray, classes: list[str],
+                        offset: np.ndarray | None = None) -> metrics.StatFn:
   """within_image, positive_rate/prevalence per class, max_rate_over_prevalence and
   image_mean_share (module docstring) as weighted statistics. Shapes as auroc_statistics;
-  askable: [N, K] bool absent classes that may be compared with the present ones."""
+  askable: [N, K] bool absent classes that may be compared with the present ones; offset: [K]
+  prior log odds added to the scores for the yes/no decision (None: zeros)."""
   present = positive & counted
   fraction, has_pair = findings.within_image_scores(scores, present, askable)
-  says_yes = scores > 0
+  says_yes = scores + (0.0 if offset is None else np.asarray(offset)[None, :]) > 0
   rows = counted.any(axis=1)
 
   def stat_fn(w):
@@ -138,7 +144,8 @@ class ZeroShot(prompt_sets.PromptTask):
     aurocs = auroc_statistics(positive, counted, scores, classes)
     if len(classes) < 2:
       return aurocs
-    decisions = decision_statistics(scores, positive, counted, examples["askable"], classes)
+    decisions = decision_statistics(scores, positive, counted, examples["askable"], classes,
+                                    examples.get("prior_log_odds"))
     return lambda w: {**aurocs(w), **decisions(w)}
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
@@ -148,13 +155,19 @@ class ZeroShot(prompt_sets.PromptTask):
     data = ctx.split(self.config.split)
     logits = prompt_sets.prompt_logits(ctx, data.image, self.prompts, self.classes)  # [N, K]
     positive, counted = binary_targets(data.labels[:, columns])
-    keep = np.ones(data.num_studies, bool)
-    for column, value in zip(conditions, where.values()):
-      keep &= data.labels[:, column] == float(value)
-    counted &= keep[:, None]
+
+    def kept(labels):
+      keep = np.ones(labels.shape[0], bool)
+      for column, value in zip(conditions, where.values()):
+        keep &= labels[:, column] == float(value)
+      return keep
+    counted &= kept(data.labels)[:, None]
     askable = findings.askable_absent(positive & counted, ~positive & counted, self.classes)
     examples = dict(scores=logits, positive=positive, counted=counted, askable=askable,
-                    labels=data.labels[:, columns], classes=np.asarray(self.classes))
+                    labels=data.labels[:, columns], classes=np.asarray(self.classes),
+                    # A single class has no decision metrics (statistics): no prior needed.
+                    prior_log_odds=(self.decision_offset(ctx, columns, kept)
+                                    if len(self.classes) > 1 else np.zeros(1)))
     ctx.record(self, data, examples)
     warn_undefined(positive, counted, self.classes)
     return metrics.bootstrap(self.statistics(examples), data.num_studies,

@@ -228,15 +228,20 @@ class Model:
     return classes, prompt_sets.prompt_logits(ctx, image_embeddings, sets, classes)
 
   def zero_shot(self, images: ImageInput | Sequence[ImageInput], findings=None,
-                prompts=None) -> dict[str, np.ndarray]:
+                prompts=None, priors: Mapping[str, float] | None = None
+                ) -> dict[str, np.ndarray]:
     """{finding: [N] probability} per image with the project's prompt protocol.
 
-    The probability is softmax over (mean positive, mean negative prompt similarity) times the
-    logit scale, i.e. sigmoid of `zero_shot_logits` (CheXzero's protocol). Arguments: see
+    Without `priors` the probability is softmax over (mean positive, mean negative prompt
+    similarity) times the logit scale, i.e. sigmoid of `zero_shot_logits` (CheXzero's
+    protocol): a likelihood ratio read at even odds, too high for a rare finding
+    (clipmed/evaluators/prompt_sets.py). `priors` {finding: rate in (0, 1)}, e.g. the finding's
+    rate in the training reports or in your population, adds its log odds to the logit: the
+    probability the evaluation's decision uses (config field `prior`). Other arguments: see
     `prompt_sets`.
     """
     classes, logits = self.zero_shot_logits(self.embed_images(images), findings, prompts)
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = probabilities(classes, logits, priors)
     return {name: probs[:, k] for k, name in enumerate(classes)}
 
   def retrieve(self, images: ImageInput | Sequence[ImageInput], reports: Sequence[str],
@@ -254,6 +259,33 @@ def top_k(image_embeddings: np.ndarray, report_embeddings: np.ndarray,
   sims = np.asarray(image_embeddings, np.float32) @ np.asarray(report_embeddings, np.float32).T
   order = np.argsort(-sims, axis=1, kind="stable")[:, :min(k, sims.shape[1])]
   return order, np.take_along_axis(sims, order, axis=1)
+
+
+def probabilities(classes: Sequence[str], logits: np.ndarray,
+                  priors: Mapping[str, float] | None = None) -> np.ndarray:
+  """[N, K] zero-shot logits -> probabilities, sigmoid(logit + log(p / (1 - p))) with each
+  class's prior rate p from `priors` (names matched case-insensitively; a class without one:
+  p = 1/2, the logit alone).
+
+  Raises:
+    ConfigError: a prior names no scored finding or is not a rate strictly between 0 and 1.
+  """
+  offset = np.zeros(len(classes))
+  index = {name.lower(): k for k, name in enumerate(classes)}
+  for name, rate in (priors or {}).items():
+    k = index.get(str(name).strip().lower())
+    if k is None:
+      raise errors.ConfigError(f"a prior is given for {name!r}, which is not among the scored "
+                               f"findings {list(classes)}")
+    try:
+      rate = float(rate)
+    except (TypeError, ValueError):
+      rate = float("nan")
+    if not 0.0 < rate < 1.0:
+      raise errors.ConfigError(f"the prior of {name!r} must be a rate strictly between 0 and 1 "
+                               f"(e.g. 0.12 for 12% of studies), got {priors[name]!r}")
+    offset[k] = np.log(rate / (1.0 - rate))
+  return 1.0 / (1.0 + np.exp(-(np.asarray(logits, np.float64) + offset[None, :])))
 
 
 def _no_splits(ctx, split):

@@ -1,7 +1,8 @@
 """The command line of clipmed.predict (`python -m clipmed.predict --help`).
 
     python -m clipmed.predict --model DIR --images a.png b.dcm scans/ \\
-        [--findings "pleural effusion,pneumothorax"] [--reports reports.csv --top-k 5] \\
+        [--findings "pleural effusion,pneumothorax"] [--priors "pneumothorax=0.05,..."] \\
+        [--reports reports.csv --top-k 5] \\
         [--output out.csv|out.json]
 
 One record per image file; an unreadable file gets one `error:` line on stderr and an `error`
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from clipmed import errors
-from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, top_k
+from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, probabilities, top_k
 
 # Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -66,10 +67,29 @@ def read_reports(path: str) -> list[str]:
   return [row[column] or "" for row in rows]
 
 
+def parse_priors(text: str) -> dict[str, float]:
+  """"pleural effusion=0.14,pneumothorax=0.05" -> {finding: rate}; rates are checked by
+  clipmed.predict.probabilities."""
+  out = {}
+  for item in (t for t in text.split(",") if t.strip()):
+    name, sep, rate = item.rpartition("=")
+    if not sep or not name.strip():
+      raise errors.ConfigError(f"--priors: {item.strip()!r} is not FINDING=RATE (e.g. "
+                               "\"pneumothorax=0.05\")")
+    try:
+      out[name.strip()] = float(rate)
+    except ValueError:
+      raise errors.ConfigError(f"--priors: the rate of {name.strip()!r} is {rate.strip()!r}, "
+                               "not a number between 0 and 1") from None
+  return out
+
+
 def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
+                  priors: Mapping[str, float] | None = None,
                   reports: Sequence[str] | None = None, top_k_reports: int = 5,
                   progress: bool = True) -> list[dict[str, Any]]:
   """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
+  `priors`: {finding: prior rate}, see clipmed.predict.probabilities.
 
   Returns:
     One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
@@ -79,6 +99,7 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
 
   report_emb = model.embed_reports(reports) if reports else None
   classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
+  probabilities(classes, np.zeros((0, len(classes))), priors)  # and the priors
   records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
   # disable=None: a bar on a terminal only, not in logs.
   bar = tqdm(total=len(files), unit="image", file=sys.stderr,
@@ -97,7 +118,7 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
       continue
     emb = model.embed_pixels(np.stack(batch))
     _, logits = model.zero_shot_logits(emb, classes, prompts)
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = probabilities(classes, logits, priors)
     if report_emb is not None:
       index, sims = top_k(emb, report_emb, top_k_reports)
     for j, i in enumerate(rows):
@@ -147,6 +168,11 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="comma-separated findings to score (default: the model's)")
   parser.add_argument("--prompts", default=None,
                       help="prompt set name (chexpert, cxr14, ...) or a .json prompt file")
+  parser.add_argument("--priors", default=None,
+                      help="comma-separated FINDING=RATE prior rates (e.g. \"pneumothorax=0.05\"): "
+                           "probabilities for a population with those rates; without, a "
+                           "finding's probability is read at even odds and runs high for a rare "
+                           "finding")
   parser.add_argument("--reports", default=None,
                       help="CSV with a \"report\" column: retrieve the closest reports")
   parser.add_argument("--top-k", type=int, default=5, help="reports retrieved per image")
@@ -170,9 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise errors.FileError(f"--images {' '.join(args.images)}: no image files found")
     reports = read_reports(args.reports) if args.reports else None
     findings = [f for f in args.findings.split(",") if f.strip()] if args.findings else None
+    priors = parse_priors(args.priors) if args.priors else None
     model = load(args.model, args.step, config=args.config, batch_size=args.batch_size)
     records = predict_files(model, files, findings=findings, prompts=args.prompts,
-                            reports=reports, top_k_reports=args.top_k)
+                            priors=priors, reports=reports, top_k_reports=args.top_k)
     write_records(records, args.output)
   failed = sum(r["error"] is not None for r in records)
   print(f"scored {len(files) - failed} of {len(files)} images"
