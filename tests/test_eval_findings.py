@@ -258,3 +258,18 @@ def test_a_bad_prior_is_a_config_error(tmp_path):
       zero_shot.ZeroShot(config)
   with pytest.raises(errors.ConfigError, match="no rows"):
     _prior_case(tmp_path, "zero_shot", "train", [])
+
+
+def test_a_prior_split_the_dataset_lacks_names_the_field(tmp_path):
+  """A dataset without the prior split (real datasets raise ConfigError naming their splits)."""
+  def load_labels(split):
+    raise errors.ConfigError(f"dataset 'toy' has the splits ['test'], not {split!r}")
+  ctx = EvalContext(dataset="toy", logit_scale=1.0, seed=0, load_split=lambda c, s: None,
+                    embed_texts=_embedder(["Cardiomegaly", "Edema"]), load_labels=load_labels)
+  config = _prompt_config(tmp_path, "zero_shot", ["Cardiomegaly", "Edema"])
+  config.prior = "validation"
+  with pytest.raises(errors.ConfigError) as info:
+    zero_shot.ZeroShot(config).decision_offset(ctx, [0, 1])
+  assert str(info.value).startswith("config.evals.zero_shot.prior='validation': dataset 'toy' "
+                                    "has the splits ['test'], not 'validation'")
+  assert 'prior="none"' in str(info.value)

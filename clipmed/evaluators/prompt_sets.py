@@ -129,11 +129,15 @@ class PromptTask(Evaluator):
     split, zeros for prior="none"; `keep` (labels [N, C] -> [N] bool) selects its rows.
 
     Raises:
-      ConfigError: the prior split has no rows (left).
+      ConfigError: the dataset has no such split, or it has no rows (left).
     """
     if self.prior == "none":
       return np.zeros(len(columns))
-    labels = ctx.split_labels(self.prior)
+    try:
+      labels = ctx.split_labels(self.prior)
+    except errors.ConfigError as e:  # e.g. a dataset without that split
+      raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: {e}; name a "
+                               "labelled split of it or set prior=\"none\"") from None
     rows = keep(labels) if keep is not None else np.ones(labels.shape[0], bool)
     if not np.any(rows):
       raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: that split of "
