@@ -16,8 +16,11 @@ likelihood ratio, not a probability. Answering "present" when the logit is above
 protocol) says "yes" whenever the image makes the finding likelier than its base rate, so a rare
 finding is answered "yes" far more often than it occurs. The decision tasks (zero_shot's rates,
 adversarial) add the prior log odds of each class first: config field `prior`, the name of a
-split whose label rates are the prior ("train", the default: the reports the model was trained
-on), or "none" for the logit alone. AUROCs and other rankings do not depend on it.
+split of the evaluated dataset whose label rates are the prior ("train", the default), or "none"
+for the logit alone. On the training dataset that is the rate in the reports the model learned
+from; on another dataset it is that dataset's base rate, which is the prior its images need (the
+likelihood ratio carries over between populations, the prior does not). AUROCs and other
+rankings do not depend on it.
 """
 
 import dataclasses
