@@ -1,7 +1,7 @@
 """The jitted train step and everything it is built from, from shapes only.
 
 One code path for training (clipmed/train.py), the memory preflight and `--dry_run`
-(clipmed/preflight.py) and the train-step benchmark (clipmed/benchmark.py): the mesh, the model,
+(clipmed/preflight.py) and the train-step benchmark (clipmed/benchmark/): the mesh, the model,
 the loss, the optimiser, the abstract state (jax.eval_shape, no weights) and its shardings, the
 single `jax.jit` of clipmed/train_step.py with its shardings and donation, lowered and compiled for
 a batch of the config's shapes. Nothing here reads data or downloads weights.
