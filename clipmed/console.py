@@ -14,6 +14,9 @@ _NOISE = (
     "Using custom data configuration",        # TFDS, for every builder config
     "has no dataset_info.json",               # TFDS, before a dataset is generated
     "Unable to initialize backend",           # JAX probing TPU/GPU plugins on a CPU machine
+    # Orbax, when evaluation or predict restore only the train state of a checkpoint that also
+    # holds the data iterator (which they do not need): nothing is wrong.
+    'Item "data" was found in the checkpoint, but could not be restored',
 )
 
 
