@@ -188,7 +188,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   from clipmed import console  # pylint: disable=g-import-not-at-top
-  console.setup_logging()  # library chatter hidden, as in clipmed.main (CLIPMED_VERBOSE=1 shows it)
   with console.user_errors_exit():
     if args.batch_size < 1:
       raise errors.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
