@@ -1,5 +1,5 @@
-"""Faults while training, on real processes: SIGKILL at any moment, SIGTERM on one of two
-processes, a full disk during a save, unusable workdirs. README: "What happens when things go
+"""Faults while training, on real processes: SIGKILL at any moment, SIGTERM to one process and
+to one of two processes, a full disk during a save, unusable workdirs. README: "What happens when things go
 wrong" and "Several processes".
 
 Every run is `python -m clipmed.main` (or, for two processes of 4 forced CPU devices each,
@@ -169,6 +169,35 @@ def test_sigkill_at_any_moment_resumes_from_the_latest_complete_checkpoint_exact
   proc = _run(args, env)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert _resumed_step(proc.stdout) == STEPS
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+  _assert_same_losses(workdir, expected)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_rerun_gives_the_uninterrupted_losses(
+    tiny_data_dir, baseline, tmp_path, env):
+  """One process, SIGTERM once training is under way (a preemption): it checkpoints the step it
+  reached, exits 0 without evaluating, and the same command resumes there with every loss of the
+  uninterrupted run, bit for bit."""
+  _, expected = baseline
+  workdir = str(tmp_path / "run")
+  args = _main_args(tiny_data_dir, workdir)
+  child = _Child(args, env, str(tmp_path / "term.log"))
+  deadline = time.time() + 240
+  while not re.search(r"^train: ", child.text(), re.M):  # plain progress lines: training
+    assert time.time() < deadline and child.proc.poll() is None, child.text()[-3000:]
+    time.sleep(0.005)
+  child.proc.send_signal(signal.SIGTERM)
+  assert child.proc.wait(timeout=300) == 0, child.text()[-4000:]
+  stopped = re.findall(r"Stopped at step (\d+) after a preemption signal", child.text())
+  assert len(stopped) == 1 and int(stopped[0]) < STEPS, child.text()[-3000:]
+  stop = int(stopped[0])
+  assert _finalized_steps(os.path.join(workdir, "checkpoints"))[-1] == stop
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+  proc = _run(args, env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert _resumed_step(proc.stdout) == stop
   assert os.path.exists(os.path.join(workdir, "results.json"))
   _assert_same_losses(workdir, expected)
 

@@ -3,10 +3,8 @@
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -165,42 +163,6 @@ def test_end_to_end_tiny_run_then_evaluate_cli_reproduces_results(tiny_data_dir,
   assert again == results
 
 
-@pytest.mark.slow
-def test_resume_after_sigterm_gives_the_losses_of_an_uninterrupted_run(tiny_data_dir, tmp_path):
-  steps = 30
-  args = [f"--config=configs/tiny.py:data_dir={tiny_data_dir},steps={steps}",
-          "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
-          "--config.evals.zero_shot.every_steps=0"]
-  straight = str(tmp_path / "straight")
-  proc = _run(["-m", "clipmed.main", *args, f"--workdir={straight}"], timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  expected = read_scalars(straight, "train/loss")
-  assert sorted(expected) == list(range(1, steps + 1))
-
-  interrupted = str(tmp_path / "interrupted")
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  child = subprocess.Popen([sys.executable, "-m", "clipmed.main", *args,
-                            f"--workdir={interrupted}"], cwd=ROOT, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 600
-  for line in child.stdout:  # plain progress lines; send SIGTERM once training is under way
-    if line.startswith("train: ") or time.time() > deadline:
-      child.send_signal(signal.SIGTERM)
-      break
-  _, err = child.communicate(timeout=600)
-  assert child.returncode == 0, err[-4000:]
-  stopped = read_scalars(interrupted, "train/loss")
-  assert max(stopped) < steps, "the run finished before SIGTERM arrived"
-  assert not os.path.exists(os.path.join(interrupted, "results.json"))
-
-  proc = _run(["-m", "clipmed.main", *args, f"--workdir={interrupted}"], timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  resumed = read_scalars(interrupted, "train/loss")
-  assert sorted(resumed) == list(range(1, steps + 1))
-  for step in range(1, steps + 1):
-    assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step
-
-
 _LOSSES_OF_RUNS = """
 import json, sys
 from clipmed import sharding, train
@@ -222,16 +184,18 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_eight_devices_and_a_two_axis_mesh_train_like_one(tiny_data_dir, tmp_path):
+def test_eight_devices_on_a_two_axis_mesh_train_like_one(tiny_data_dir, tmp_path):
+  """The full method on 8 devices, the batch over 4 and the parameters over 2 (fsdp), gives one
+  device's losses: data parallelism and sharded parameters at once. (One process with 8 devices
+  on the data axis alone is compared with two processes of 4 in tests/test_faults.py.)"""
   out = {}
-  for devices, meshes in ((1, [("one", "data")]),
-                          (8, [("eight", "data"), ("data_x_fsdp", "data_x_fsdp")])):
+  for devices, meshes in ((1, [("one", "data")]), (8, [("data_x_fsdp", "data_x_fsdp")])):
     code = _LOSSES_OF_RUNS.format(data_dir=tiny_data_dir, workdir=tmp_path, meshes=meshes)
     stdout = run_with_devices(code, num_devices=devices)
     for name, losses in json.loads(stdout.strip().splitlines()[-1]).items():
       out[name] = {int(k): v for k, v in losses.items()}
   assert sorted(out["one"]) == [1, 2, 3, 4]
-  for name in ("eight", "data_x_fsdp"):
+  for name in ("data_x_fsdp",):
     for step, loss in out["one"].items():
       assert out[name][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), (name, step, out)
 
