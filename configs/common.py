@@ -207,7 +207,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Thresholds and weights of the soft-label streams (METHOD.md leaves them to the project). Chosen
-# on SynthCXR by the sweep recorded in the README ("Ablations").
+# on SynthCXR by the sweep recorded in the README ("Choosing the thresholds (sweep)").
 THRESHOLDS = dict(text=0.9, clinical=0.75, graph=0.9)
 WEIGHTS = dict(text=1.0, clinical=0.5, graph=0.5)
 
