@@ -1,6 +1,6 @@
 """Faults while training, on real processes: SIGKILL at any moment, SIGTERM to one process and
-to one of two processes, a full disk during a save, unusable workdirs. README: "What happens when things go
-wrong" and "Several processes".
+to one of two processes, a full disk during a save, unusable workdirs. README: "What happens when
+things go wrong" and "Several processes".
 
 Every run is `python -m clipmed.main` (or, for two processes of 4 forced CPU devices each,
 `train_and_evaluate` after `jax.distributed.initialize`) on configs/tiny.py, with every step's loss

@@ -83,8 +83,7 @@ class Adversarial(prompt_sets.PromptTask):
   def statistics(examples):
     eligible = examples["eligible"].astype(bool)
     pos_class, neg_class = examples["pos_class"], examples["neg_class"]
-    offset = examples.get("prior_log_odds")
-    yes = examples["scores"] + (0.0 if offset is None else np.asarray(offset)[None, :]) > 0
+    yes = prompt_sets.says_yes(examples["scores"], examples.get("prior_log_odds"))  # [N, K]
     n, k = yes.shape
     rows = np.arange(n)
     pos_right, neg_right = yes[rows, pos_class], ~yes[rows, neg_class]

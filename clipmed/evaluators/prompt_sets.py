@@ -110,6 +110,15 @@ def prior_log_odds(positive: np.ndarray, counted: np.ndarray) -> np.ndarray:
   return np.log(pos / neg)
 
 
+def says_yes(scores: np.ndarray, prior_log_odds: np.ndarray | None) -> np.ndarray:
+  """[N, K] zero-shot logits -> [N, K] bool "present": logit plus the class's prior log odds
+  (from `prior_log_odds`, [K]; None: zeros, the logit alone, as examples saved before the prior
+  existed) above 0."""
+  if prior_log_odds is None:
+    return scores > 0
+  return scores + np.asarray(prior_log_odds)[None, :] > 0
+
+
 class PromptTask(Evaluator):
   """An evaluation that asks about `classes` with the prompt sets of `prompts` (both config
   fields), loaded and checked when the evaluator is built; `prior` (optional, default "train")

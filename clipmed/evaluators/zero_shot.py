@@ -110,7 +110,7 @@ def decision_statistics(scores: np.ndarray, positive: np.ndarray, counted: np.nd
   prior log odds added to the scores for the yes/no decision (None: zeros)."""
   present = positive & counted
   fraction, has_pair = findings.within_image_scores(scores, present, askable)
-  says_yes = scores + (0.0 if offset is None else np.asarray(offset)[None, :]) > 0
+  says_yes = prompt_sets.says_yes(scores, offset)
   rows = counted.any(axis=1)
 
   def stat_fn(w):

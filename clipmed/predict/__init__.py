@@ -241,7 +241,7 @@ class Model:
     `prompt_sets`.
     """
     classes, logits = self.zero_shot_logits(self.embed_images(images), findings, prompts)
-    probs = probabilities(classes, logits, priors)
+    probs = probabilities(logits, prior_offset(classes, priors))
     return {name: probs[:, k] for k, name in enumerate(classes)}
 
   def retrieve(self, images: ImageInput | Sequence[ImageInput], reports: Sequence[str],
@@ -261,11 +261,9 @@ def top_k(image_embeddings: np.ndarray, report_embeddings: np.ndarray,
   return order, np.take_along_axis(sims, order, axis=1)
 
 
-def probabilities(classes: Sequence[str], logits: np.ndarray,
-                  priors: Mapping[str, float] | None = None) -> np.ndarray:
-  """[N, K] zero-shot logits -> probabilities, sigmoid(logit + log(p / (1 - p))) with each
-  class's prior rate p from `priors` (names matched case-insensitively; a class without one:
-  p = 1/2, the logit alone).
+def prior_offset(classes: Sequence[str], priors: Mapping[str, float] | None) -> np.ndarray:
+  """[K] log(p / (1 - p)) of each class's prior rate p from `priors` (names matched
+  case-insensitively; a class without one: 0, i.e. p = 1/2, the logit alone).
 
   Raises:
     ConfigError: a prior names no scored finding or is not a rate strictly between 0 and 1.
@@ -285,6 +283,11 @@ def probabilities(classes: Sequence[str], logits: np.ndarray,
       raise errors.ConfigError(f"the prior of {name!r} must be a rate strictly between 0 and 1 "
                                f"(e.g. 0.12 for 12% of studies), got {priors[name]!r}")
     offset[k] = np.log(rate / (1.0 - rate))
+  return offset
+
+
+def probabilities(logits: np.ndarray, offset: np.ndarray) -> np.ndarray:
+  """[N, K] zero-shot logits and [K] prior log odds (prior_offset) -> sigmoid(logit + offset)."""
   return 1.0 / (1.0 + np.exp(-(np.asarray(logits, np.float64) + offset[None, :])))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from clipmed import errors
-from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, probabilities, top_k
+from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, prior_offset, probabilities, top_k
 
 # Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -69,7 +69,7 @@ def read_reports(path: str) -> list[str]:
 
 def parse_priors(text: str) -> dict[str, float]:
   """"pleural effusion=0.14,pneumothorax=0.05" -> {finding: rate}; rates are checked by
-  clipmed.predict.probabilities."""
+  clipmed.predict.prior_offset."""
   out = {}
   for item in (t for t in text.split(",") if t.strip()):
     name, sep, rate = item.rpartition("=")
@@ -89,7 +89,7 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
                   reports: Sequence[str] | None = None, top_k_reports: int = 5,
                   progress: bool = True) -> list[dict[str, Any]]:
   """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
-  `priors`: {finding: prior rate}, see clipmed.predict.probabilities.
+  `priors`: {finding: prior rate}, see clipmed.predict.prior_offset.
 
   Returns:
     One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
@@ -99,7 +99,7 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
 
   report_emb = model.embed_reports(reports) if reports else None
   classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
-  probabilities(classes, np.zeros((0, len(classes))), priors)  # and the priors
+  offset = prior_offset(classes, priors)  # and the priors
   records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
   # disable=None: a bar on a terminal only, not in logs.
   bar = tqdm(total=len(files), unit="image", file=sys.stderr,
@@ -118,7 +118,7 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
       continue
     emb = model.embed_pixels(np.stack(batch))
     _, logits = model.zero_shot_logits(emb, classes, prompts)
-    probs = probabilities(classes, logits, priors)
+    probs = probabilities(logits, offset)
     if report_emb is not None:
       index, sims = top_k(emb, report_emb, top_k_reports)
     for j, i in enumerate(rows):
