@@ -33,11 +33,6 @@ class TrainMetrics(clu_metrics.Collection):
   skipped_steps: clu_metrics.Average.from_output("skipped")  # reported as a count, see train.py
 
 
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def _finite_only(average: clu_metrics.Average, finite: jax.Array) -> clu_metrics.Average:
   """The same one-step Average, emptied when the step was not finite."""
   return average.replace(total=jnp.where(finite, average.total, 0.0),
@@ -107,7 +102,7 @@ def _accumulated_loss_and_grads(params, batch, step_rng, *, model, loss_fn, k):
 def train_step(state: TrainState, batch: batch_lib.Batch, rng: jax.Array, *, model: nn.Module,
                loss_fn: LossFn, schedule: optax.Schedule, grad_accum_steps: int = 1
                ) -> tuple[TrainState, TrainMetrics, dict[str, jax.Array]]:
-  """One optimisation step; a step whose loss or gradients are not finite changes nothing.
+  """One optimisation step; a step whose loss or gradient norm is not finite changes nothing.
 
   Args:
     state: the train state (donated by the caller).
@@ -138,14 +133,16 @@ def train_step(state: TrainState, batch: batch_lib.Batch, rng: jax.Array, *, mod
   else:
     (loss, (outputs, terms)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
+  grad_norm = optax.global_norm(grads)
+  # A non-finite gradient element makes the norm non-finite (so does a norm that overflows).
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updated = state.apply_gradients(grads)
-  keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-  new_state = updated.replace(params=jax.tree.map(keep, updated.params, state.params),
-                              opt_state=jax.tree.map(keep, updated.opt_state, state.opt_state))
+  # A branch rather than an element-wise select of new or old parameters and Adam moments: the
+  # select held a third copy of the state (paper shapes, batch 8: 5.63 -> 5.13 GB per device).
+  new_state = jax.lax.cond(finite, lambda s: updated, lambda s: s.replace(step=s.step + 1), state)
   metrics = TrainMetrics.single_from_model_output(
       loss=loss, learning_rate=schedule(state.step), logit_scale=outputs["logit_scale"],
-      grad_norm=optax.global_norm(grads), skipped=1.0 - finite.astype(jnp.float32))
+      grad_norm=grad_norm, skipped=1.0 - finite.astype(jnp.float32))
   metrics = metrics.replace(loss=_finite_only(metrics.loss, finite),
                             grad_norm=_finite_only(metrics.grad_norm, finite))
   return new_state, metrics, {"terms": terms, "finite": finite}

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from clipmed import benchmark
+from clipmed.benchmark import profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,9 +78,10 @@ def _benchmark(*argv, devices=None):
 
 @pytest.mark.slow
 def test_train_subcommand_times_the_real_step_with_config_overrides(tmp_path):
+  trace_dir = tmp_path / "trace"
   proc = _benchmark("train", f"--config=configs/tiny.py:data_dir={tmp_path}",
                     "--config.grad_accum_steps=2", "--batch", "8", "--steps", "2",
-                    "--peak_tflops", "0.01", devices=2)
+                    "--peak_tflops", "0.01", "--profile", str(trace_dir), devices=2)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
   assert len(lines) == 1, proc.stdout
@@ -94,6 +96,43 @@ def test_train_subcommand_times_the_real_step_with_config_overrides(tmp_path):
   assert result["model_flops_per_step"] > 1e6 and result["peak_memory_bytes"] > 0
   assert result["compile_s"] > 0 and result["row"] == "clip"
   assert not (tmp_path / "synth_cxr").exists()  # random batch: no data generated
+  # --profile: a trace TensorBoard reads, and its time attributed to both encoders, both passes.
+  profiled = result["profile"]
+  assert list(trace_dir.glob("plugins/profile/*/*.xplane.pb"))
+  assert {"forward image", "backward image", "forward text", "backward text"} <= set(
+      profiled["by_part"])
+  assert sum(profiled["by_part"].values()) == pytest.approx(profiled["attributed_ms"], abs=0.5)
+  assert profiled["attributed_ms"] > 0 and len(profiled["top"]) == 25
+  assert all(phase in ("forward", "backward", "optimizer", "other") and ms >= 0 and n >= 1
+             for phase, _, ms, n in profiled["top"])
+  assert "profile:" in proc.stderr and "largest:" in proc.stderr
+
+
+def test_profile_attributes_events_by_module_and_pass():
+  hlo = "\n".join([
+      '  %fusion.1 = f32[8,96]{1,0} fusion(%a), kind=kCustom, metadata={op_name="jit(train_step)/'
+      'jvp(CLIPModel)/CLIPModel.encode_image/image_encoder/stage0_block1/mlp/fc1/dot_general"}',
+      '  ROOT %dot.2 = f32[8,96]{1,0} dot(%a, %b), metadata={op_name="jit(train_step)/transpose('
+      'jvp(CLIPModel))/CLIPModel.encode_image/image_encoder/stage0_block0/mlp/fc1/dot_general"}',
+      '  %add.3 = f32[96]{0} add(%c, %d), metadata={op_name="state.opt_state[1][0].mu[\'x\']"}',
+      '  %copy.4 = f32[96]{0} copy(%c), metadata={op_name="jit(train_step)/transpose(jvp('
+      'CLIPModel))/CLIPModel.encode_text/text_encoder/layer11/attention/query/dot_general"}',
+      "  %tuple.5 = (f32[96]) tuple(%copy.4)"])
+  names = profile.op_names(hlo)
+  assert set(names) == {"fusion.1", "dot.2", "add.3", "copy.4"}
+  events = [{"name": "fusion.1", "dur": 3000}, {"name": "dot.2", "dur": 5000},
+            {"name": "dot.2", "dur": 1000}, {"name": "add.3", "dur": 500},
+            {"name": "copy.4", "dur": 250}, {"name": "tuple.5", "dur": 9000},
+            {"name": "ThunkExecutor::Execute", "dur": 99000}]
+  summary = profile.attribute(events, names, top=3)
+  assert summary["attributed_ms"] == 9.75  # events of no instruction with metadata are left out
+  assert summary["by_part"] == {"backward image": 6.0, "forward image": 3.0, "optimizer": 0.5,
+                                "backward text": 0.25}
+  assert summary["top"] == [["backward", "image/stage0_block*/mlp/fc1/dot_general", 6.0, 2],
+                            ["forward", "image/stage0_block*/mlp/fc1/dot_general", 3.0, 1],
+                            ["optimizer", "parameter and moment updates", 0.5, 1]]
+  assert profile.category("jit(train_step)/jvp()/jit(log_softmax)/reduce_max") == (
+      "forward", "loss and heads/reduce_max")
 
 
 def test_train_subcommand_reports_a_bad_config_in_one_line():

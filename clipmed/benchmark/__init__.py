@@ -1,6 +1,7 @@
 """Benchmarks: `python -m clipmed.benchmark SUBCOMMAND [flags]`; each prints one JSON line.
 
   python -m clipmed.benchmark train --config=configs/full.py:row=clip --batch 8 --steps 5
+  python -m clipmed.benchmark train --config=configs/full.py:row=clip --batch 8 --profile DIR
   python -m clipmed.benchmark input --config=configs/full.py:dataset=synth_cxr \
       --config.data.tokenizer= --batches 20
   python -m clipmed.benchmark eval --config=configs/full.py --batch 32
@@ -18,7 +19,8 @@ Subcommands live in the `SUBCOMMANDS` dict: name -> (add_arguments(parser), run(
 model's (train, input, eval, embed, loss) in model.py, the data's (prepare, wordpiece) in data.py.
 To add one, write those two functions and add an entry. `--devices N` (every subcommand) forces N
 host (CPU) devices: JAX fixes the device count when it starts, so the process re-executes itself
-with XLA_FLAGS set before JAX starts its backends (importing JAX does not start them).
+with XLA_FLAGS set before JAX starts its backends (importing JAX does not start them); `train
+--profile DIR` does the same for XLA:CPU's per-instruction trace events (see profile.py).
 """
 
 import argparse
@@ -30,6 +32,7 @@ from typing import Any
 
 from clipmed.benchmark.data import (_add_prepare_arguments, _add_wordpiece_arguments,
                                     radiology_like_reports, run_prepare, run_wordpiece)
+from clipmed.benchmark import profile
 from clipmed.benchmark.model import (_add_embed_arguments, _add_eval_arguments,
                                      _add_input_arguments, _add_loss_arguments,
                                      _add_train_arguments, run_embed, run_eval, run_input,
@@ -39,15 +42,21 @@ _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _ensure_host_devices(num_devices: int, argv: Sequence[str]) -> None:
-  """Re-executes this module with N forced CPU devices unless XLA_FLAGS already says so."""
+def _ensure_xla_flags(wanted: Sequence[str], argv: Sequence[str], cpu_only: bool) -> None:
+  """Re-executes this module with `wanted` in XLA_FLAGS unless they are there already.
+
+  XLA reads its flags when JAX starts its backends (importing JAX does not start them), so the
+  process restarts itself with the flags set. `cpu_only` also sets JAX_PLATFORMS=cpu.
+  """
   flags = os.environ.get("XLA_FLAGS", "").split()
-  wanted = f"{_DEVICE_FLAG}={num_devices}"
-  if wanted in flags and os.environ.get("JAX_PLATFORMS") == "cpu":
+  if all(f in flags for f in wanted) and (
+      not cpu_only or os.environ.get("JAX_PLATFORMS") == "cpu"):
     return
+  names = {f.split("=", 1)[0] for f in wanted}
   env = dict(os.environ)
-  env["XLA_FLAGS"] = " ".join([f for f in flags if not f.startswith(_DEVICE_FLAG)] + [wanted])
-  env["JAX_PLATFORMS"] = "cpu"
+  env["XLA_FLAGS"] = " ".join([f for f in flags if f.split("=", 1)[0] not in names] + list(wanted))
+  if cpu_only:
+    env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
   sys.stdout.flush()
   os.execve(sys.executable, [sys.executable, "-m", "clipmed.benchmark", *argv], env)
@@ -105,8 +114,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   if argv and argv[0] in CONFIG_SUBCOMMANDS:
     config_args = [a for a in argv if a.startswith("--config")]
   args = build_parser().parse_args([a for a in argv if a not in config_args])
-  if args.devices is not None:
-    _ensure_host_devices(args.devices, argv)
+  wanted = [f"{_DEVICE_FLAG}={args.devices}"] if args.devices is not None else []
+  if getattr(args, "profile", None):
+    wanted.append(profile.TRACEME_FLAG)  # XLA:CPU names trace events after instructions
+  if wanted:
+    _ensure_xla_flags(wanted, argv, cpu_only=args.devices is not None)
   if args.command in CONFIG_SUBCOMMANDS:
     from clipmed import console  # pylint: disable=g-import-not-at-top
     with console.user_errors_exit():

@@ -2,6 +2,7 @@
 
 import argparse
 from collections.abc import Callable
+import sys
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from clipmed import losses
+from clipmed.benchmark import profile
 
 
 def _time_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -110,6 +112,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="random weights, or the config's pretrained ones (may download)")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="the device's datasheet peak TFLOP/s (default: measure a matmul)")
+  parser.add_argument("--profile", default=None, metavar="DIR",
+                      help="trace one more step with jax.profiler into DIR and attribute its "
+                      "time to the model's modules (the JSON line gains 'profile')")
 
 
 def _random_batch(spec: Any, batch_size: int, vocab_size: int, seed: int) -> dict[str, Any]:
@@ -168,6 +173,11 @@ def run_train(args: argparse.Namespace) -> dict[str, object]:
       times.append((time.perf_counter() - start) * 1e3)
   if not bool(info["finite"]):
     raise RuntimeError("the benchmarked step was not finite")
+  profiled = None
+  if args.profile:
+    profiled = profile.profile_step(lambda: compiled(state, batch, rng), compiled.as_text(),
+                                    args.profile)
+    print(profile.format_table(profiled), file=sys.stderr, flush=True)
   if args.peak_tflops:
     peak, source = args.peak_tflops * 1e12 * cost.devices, "--peak_tflops x devices"
   else:
@@ -184,6 +194,8 @@ def run_train(args: argparse.Namespace) -> dict[str, object]:
       "compile_s": round(compile_s, 1), "peak_memory_bytes": cost.needed_bytes}
   if note:
     result["note"] = note
+  if profiled is not None:
+    result["profile"] = profiled
   return result
 
 
