@@ -139,7 +139,7 @@ def train_step(state: TrainState, batch: batch_lib.Batch, rng: jax.Array, *, mod
   updated = state.apply_gradients(grads)
   # A branch rather than an element-wise select of new or old parameters and Adam moments: the
   # select held a third copy of the state (paper shapes, batch 8: 5.63 -> 5.13 GB per device).
-  new_state = jax.lax.cond(finite, lambda s: updated, lambda s: s.replace(step=s.step + 1), state)
+  new_state = jax.lax.cond(finite, lambda: updated, lambda: state.replace(step=updated.step))
   metrics = TrainMetrics.single_from_model_output(
       loss=loss, learning_rate=schedule(state.step), logit_scale=outputs["logit_scale"],
       grad_norm=grad_norm, skipped=1.0 - finite.astype(jnp.float32))
