@@ -2,9 +2,12 @@
 
 The paper's Table 3 setting: the pre-training data made imbalanced by adding many normal studies.
 
-  setting=synth (default, runs on a CPU): the demo's full method on SynthCXR, where the train split
-    is mixed 1:1 with its own normal studies (normal_only=True), so normal studies are drawn far
-    more often than their share (about 30% of SynthCXR's train split) and repeat many times.
+  setting=synth (default, runs on a CPU): the demo's model on SynthCXR, where the train split is
+    mixed 1:1 with its own normal studies (normal_only=True), so normal studies are drawn far more
+    often than their share (about 30% of SynthCXR's train split) and repeat many times. With
+    steps=1200 it is configs/synth_paper.py's budget; Table 3 compares row=clip with row=clip_dtc:
+      python -m clipmed.main --config=configs/imbalance.py:row=clip,steps=1200 \\
+          --workdir=workdirs/imbalance_synth_paper/clip
   setting=mimic: configs/full.py on MIMIC-CXR mixed with the user's own normal studies, prepared
     as a `csv` dataset (README, "Datasets"), e.g. 130k normal studies from a hospital:
       python -m input_pipeline.prepare --dataset=csv --manual_dir=/data/normals \\
@@ -14,8 +17,9 @@ The paper's Table 3 setting: the pre-training data made imbalanced by adding man
     The csv options must be the ones it was prepared with. The weights default to the datasets'
     sizes in the paper's setting (about 243k frontal MIMIC-CXR images and 130k normal studies).
 
-Arguments: `configs/imbalance.py:setting=synth|mimic,normal_weight=W,data_dir=PATH,csv=FILE,
-image_column=C,report_column=C,steps=N`.
+Arguments: `configs/imbalance.py:setting=synth|mimic,row=ROW,normal_weight=W,data_dir=PATH,
+csv=FILE,image_column=C,report_column=C,steps=N`, where row names a Table 2 row of
+configs/ablations.py (default: the full method, clip_ng_dtcg).
 """
 
 from clipmed import errors
@@ -24,15 +28,16 @@ from configs import common, demo, full
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, setting="synth", normal_weight=-1.0, data_dir="data/tfds",
-                          csv="", image_column="image_path", report_column="report", steps=0)
+                          csv="", image_column="image_path", report_column="report", steps=0,
+                          row="clip_ng_dtcg")
   if args.setting == "synth":
-    config = demo.get_config(f"steps={args.steps}" if args.steps else None)
+    config = demo.get_config(f"row={args.row}" + (f",steps={args.steps}" if args.steps else ""))
     weight = 1.0 if args.normal_weight < 0 else args.normal_weight
     config.data.mixture = [
         dict(name="synth_cxr", weight=1.0, options={}, normal_only=False),
         dict(name="synth_cxr", weight=weight, options={}, normal_only=True)]
   elif args.setting == "mimic":
-    config = full.get_config(f"data_dir={args.data_dir}"
+    config = full.get_config(f"data_dir={args.data_dir},row={args.row}"
                              + (f",steps={args.steps}" if args.steps else ""))
     weight = 130.0 / 243.0 if args.normal_weight < 0 else args.normal_weight
     options = dict(image_column=args.image_column, report_column=args.report_column)
