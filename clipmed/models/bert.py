@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from clipmed import sharding
-from clipmed.models.layers import dense_init, layer_norm, remat_block, zeros_init
+from clipmed.models.layers import dense_init, dropout, layer_norm, remat_block, zeros_init
 
 Dtype = Any
 
@@ -41,7 +41,7 @@ class BertSelfAttention(nn.Module):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim ** -0.5
     scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic)
+    probs = dropout(self, probs, self.dropout, deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     return nn.DenseGeneral(
         hidden, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
@@ -62,7 +62,7 @@ class BertLayer(nn.Module):
     hidden = x.shape[-1]
     y = BertSelfAttention(self.num_heads, self.dropout, self.dtype, name="attention")(
         x, mask, deterministic)
-    y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
+    y = dropout(self, y, self.dropout, deterministic)
     x = layer_norm(BERT_LN_EPS, self.dtype, "attention_norm")(x + y)
     y = nn.Dense(self.intermediate_size, dtype=self.dtype, param_dtype=jnp.float32,
                  name="intermediate", kernel_init=dense_init((sharding.EMBED, sharding.MLP)),
@@ -71,7 +71,7 @@ class BertLayer(nn.Module):
     y = nn.Dense(hidden, dtype=self.dtype, param_dtype=jnp.float32, name="output",
                  kernel_init=dense_init((sharding.MLP, sharding.EMBED)),
                  bias_init=zeros_init((sharding.EMBED,)))(y)
-    y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
+    y = dropout(self, y, self.dropout, deterministic)
     return layer_norm(BERT_LN_EPS, self.dtype, "output_norm")(x + y)
 
 
@@ -123,7 +123,7 @@ class BertEncoder(nn.Module):
     x = x + embed(self.type_vocab_size, (None, sharding.EMBED),
                   "token_type_embeddings")(token_type_ids)
     x = layer_norm(BERT_LN_EPS, self.dtype, "embeddings_norm")(x)
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = dropout(self, x, self.dropout, deterministic)
 
     mask = attention_mask > 0  # [B, L]
     layer_cls = remat_block(BertLayer, self.remat_policy, (3,)) if self.remat else BertLayer

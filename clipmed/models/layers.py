@@ -1,5 +1,5 @@
 """Building blocks shared by the encoders: initializers with logical axis names, LayerNorm,
-stochastic depth, and the projection heads into the joint image-text space."""
+dropout and stochastic depth, and the projection heads into the joint image-text space."""
 
 from typing import Any
 
@@ -45,6 +45,35 @@ def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
                                                               (sharding.NORM,)),
                       bias_init=zeros_init((sharding.NORM,)))
+
+
+_DRAW_LEVELS = 1 << 16  # dropout's draws are 16-bit: two per 32-bit random word
+
+
+def dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
+  """Inverted dropout (rng stream "dropout") from half the random bits of a draw per element.
+
+  Generating the random bits (threefry) is most of dropout's cost, so each 32-bit random word
+  gives the draws of two neighbouring elements of the last axis (16 bits each). An element is
+  dropped with probability t / 2^16, t = round(rate * 2^16) (0.1 -> 0.100006), and the kept ones
+  are scaled by 2^16 / (2^16 - t) in float32, so the expectation is exactly the input. The masks
+  depend only on the key and each element's position, not on how the array is sharded.
+  """
+  if deterministic or rate == 0.0:
+    return x
+  if rate >= 1.0:
+    return jnp.zeros_like(x)
+  threshold = round(rate * _DRAW_LEVELS)
+  key = module.make_rng("dropout")
+  width = x.shape[-1]
+  if width % 2 == 0:
+    words = jax.random.bits(key, x.shape[:-1] + (width // 2,), jnp.uint32)
+    draws = jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(x.shape)
+  else:
+    draws = jax.random.bits(key, x.shape, jnp.uint32) >> 16
+  scale = _DRAW_LEVELS / (_DRAW_LEVELS - threshold)
+  kept = (x.astype(jnp.float32) * scale).astype(x.dtype)
+  return jnp.where(draws >= threshold, kept, jnp.zeros((), x.dtype))
 
 
 def drop_path(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
