@@ -61,9 +61,9 @@ def dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -
   """
   if deterministic or rate == 0.0:
     return x
-  if rate >= 1.0:
+  threshold = min(round(rate * _DRAW_LEVELS), _DRAW_LEVELS)
+  if threshold == _DRAW_LEVELS:  # rate 1, or within 2^-17 of it
     return jnp.zeros_like(x)
-  threshold = round(rate * _DRAW_LEVELS)
   key = module.make_rng("dropout")
   width = x.shape[-1]
   if width % 2 == 0:
