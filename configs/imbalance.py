@@ -7,7 +7,7 @@ The paper's Table 3 setting: the pre-training data made imbalanced by adding man
     often than their share (about 30% of SynthCXR's train split) and repeat many times. With
     steps=1200 it is configs/synth_paper.py's budget; Table 3 compares row=clip with row=clip_dtc:
       python -m clipmed.main --config=configs/imbalance.py:row=clip,steps=1200 \\
-          --workdir=workdirs/imbalance_synth_paper/clip
+          --workdir=workdirs/imb_clip
   setting=mimic: configs/full.py on MIMIC-CXR mixed with the user's own normal studies, prepared
     as a `csv` dataset (README, "Datasets"), e.g. 130k normal studies from a hospital:
       python -m input_pipeline.prepare --dataset=csv --manual_dir=/data/normals \\
