@@ -191,16 +191,16 @@ def base_config() -> ml_collections.ConfigDict:
              "Enlarged Cardiomediastinum", "Pleural Other", "Consolidation", "Pneumonia"]
   common = dict(dataset="", split="test", every_steps=0, num_bootstrap=1000)
   # prior: the split whose class rates shift the zero-shot yes/no decision ("none": the logit
-  # alone); see clipmed/evaluators/prompt_sets.py.
+  # alone); calibrate: fit that shift on the split's images; see clipmed/evaluators/prompt_sets.py.
   config.evals.zero_shot = dict(task="zero_shot", prompts="chexpert", classes=classes,
-                                where={}, prior="train", **common)
+                                where={}, prior="train", calibrate=False, **common)
   config.evals.retrieval = dict(task="retrieval", ks=(1, 5, 10), **common)
   config.evals.linear_probe = dict(task="linear_probe", train_split="train", classes=classes,
                                    fractions=(0.01, 0.1, 1.0), weight_decay=1e-4,
                                    max_iterations=200, **common)
   config.evals.cxr_align = dict(task="cxr_align", **common)
   config.evals.adversarial = dict(task="adversarial", prompts="chexpert", classes=classes,
-                                  prior="train", **common)
+                                  prior="train", calibrate=False, **common)
   # One normal report among N abnormal ones (2,999 in the paper; capped by the split's size).
   config.evals.normal_detection = dict(task="normal_detection", num_abnormal=2999, **common)
   return config

@@ -200,14 +200,15 @@ def test_prior_log_odds_hand_computed():
                                                        np.ones((3, 1), bool))))
 
 
-def _prior_case(tmp_path, task, prior, train_rows):
-  """Class A with logit +1 on every test image; its rate on the train split is the prior."""
+def _prior_case(tmp_path, task, prior, train_rows, calibrate=False, train_logit=0.0):
+  """Class A with logit +1 on every test image; its rate on the train split is the prior; the
+  train images have logit `train_logit` for it (and 0 for Edema)."""
   classes = ["Cardiomegaly", "Edema"]
   n = 10
   scores = np.tile([[1.0, -1.0]], (n, 1))
   test = _split(scores, {"Cardiomegaly": np.r_[np.ones(2), np.zeros(n - 2)],
                          "Edema": np.zeros(n)})
-  train = _split(np.zeros((len(train_rows), 2)),
+  train = _split(np.tile([[train_logit, 0.0]], (len(train_rows), 1)),
                  {"Cardiomegaly": np.asarray(train_rows, np.float32),
                   "Edema": np.zeros(len(train_rows))})
   splits = {"test": test, "train": train}
@@ -216,6 +217,7 @@ def _prior_case(tmp_path, task, prior, train_rows):
                     load_labels=lambda s: splits[s].labels)
   config = _prompt_config(tmp_path, task, classes)
   config.prior = prior
+  config.calibrate = calibrate
   evaluator = (zero_shot.ZeroShot if task == "zero_shot" else adversarial.Adversarial)(config)
   return evaluator.evaluate(ctx), ctx
 
@@ -226,6 +228,8 @@ def test_the_decision_adds_the_prior_log_odds_of_the_train_split(tmp_path):
   out, ctx = _prior_case(tmp_path, "zero_shot", "train", [1] + [0] * 18)
   np.testing.assert_allclose(ctx.examples["zero_shot"]["prior_log_odds"],
                              [np.log(1.5 / 18.5), np.log(0.5 / 19.5)])
+  np.testing.assert_array_equal(ctx.examples["zero_shot"]["decision_offset"],
+                                ctx.examples["zero_shot"]["prior_log_odds"])
   assert out["positive_rate/cardiomegaly"].value == 0.0
   assert out["mean_auroc"].value == pytest.approx(0.5)  # rankings ignore the prior
   again = metrics.bootstrap(zero_shot.ZeroShot.statistics(ctx.examples["zero_shot"]), 10,
@@ -237,8 +241,46 @@ def test_the_decision_adds_the_prior_log_odds_of_the_train_split(tmp_path):
   # prior="none": the logit alone, as do examples saved without prior_log_odds.
   out, ctx = _prior_case(tmp_path, "zero_shot", "none", [1] + [0] * 18)
   assert out["positive_rate/cardiomegaly"].value == 1.0
-  old = {k: v for k, v in ctx.examples["zero_shot"].items() if k != "prior_log_odds"}
+  old = {k: v for k, v in ctx.examples["zero_shot"].items()
+         if k not in ("prior_log_odds", "decision_offset")}
   assert _point(zero_shot.ZeroShot.statistics(old), 10)["positive_rate/cardiomegaly"] == 1.0
+
+
+def test_calibrated_offset_matches_the_mean_probability_to_the_rate():
+  # Equal logits c: sigmoid(c + b) = pi exactly when b = logit(pi) - c.
+  np.testing.assert_allclose(
+      prompt_sets.calibrated_offset(np.full((7, 2), [3.0, -2.0]), np.array([-1.5, 0.4])),
+      [-4.5, 2.4], atol=1e-12)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(500, 3)) * [1.0, 4.0, 40.0]
+  rate_log_odds = np.log([0.03 / 0.97, 0.5 / 0.5, 0.9 / 0.1])
+  offset = prompt_sets.calibrated_offset(logits, rate_log_odds)
+  mean = (1.0 / (1.0 + np.exp(-(logits + offset)))).mean(axis=0)
+  np.testing.assert_allclose(mean, [0.03, 0.5, 0.9], rtol=1e-10)
+  # A spread of logits needs a larger shift than the prior log odds for a rare class.
+  assert offset[0] < rate_log_odds[0]
+
+
+def test_calibration_fits_the_offset_on_the_prior_split_images(tmp_path):
+  # Train rate 15 of 19 (prior log odds log(15.5 / 4.5) = +1.24): the prior alone keeps the test
+  # logit +1 a "yes". The train images all score +4, so the calibrated offset is 1.24 - 4 and
+  # the same logit +1 becomes a "no"; Edema (train logit 0) keeps its prior log odds.
+  rows = [1] * 15 + [0] * 4
+  out, _ = _prior_case(tmp_path, "zero_shot", "train", rows)
+  assert out["positive_rate/cardiomegaly"].value == 1.0
+  out, ctx = _prior_case(tmp_path, "zero_shot", "train", rows, calibrate=True, train_logit=4.0)
+  examples = ctx.examples["zero_shot"]
+  np.testing.assert_allclose(examples["prior_log_odds"], [np.log(15.5 / 4.5), np.log(0.5 / 19.5)])
+  np.testing.assert_allclose(examples["decision_offset"],
+                             examples["prior_log_odds"] - [4.0, 0.0], atol=1e-12)
+  assert out["positive_rate/cardiomegaly"].value == 0.0
+  assert out["mean_auroc"].value == pytest.approx(0.5)
+  # Saved examples decide with the recorded offset, not the prior.
+  assert _point(zero_shot.ZeroShot.statistics(examples), 10)["positive_rate/cardiomegaly"] == 0.0
+  out, ctx = _prior_case(tmp_path, "adversarial", "train", rows, calibrate=True, train_logit=4.0)
+  assert out["positive_accuracy"].value == 0.0 and out["negative_accuracy"].value == 1.0
+  out, ctx = _prior_case(tmp_path, "adversarial", "train", rows, calibrate=True, train_logit=-4.0)
+  assert out["positive_accuracy"].value == 1.0
 
 
 def test_adversarial_answers_with_the_prior(tmp_path):
@@ -258,6 +300,12 @@ def test_a_bad_prior_is_a_config_error(tmp_path):
       zero_shot.ZeroShot(config)
   with pytest.raises(errors.ConfigError, match="no rows"):
     _prior_case(tmp_path, "zero_shot", "train", [])
+  config = _prompt_config(tmp_path, "zero_shot", ["Cardiomegaly", "Edema"])
+  config.calibrate = "yes"
+  with pytest.raises(errors.ConfigError, match="calibrate='yes': give True or False"):
+    zero_shot.ZeroShot(config)
+  with pytest.raises(errors.ConfigError, match="calibrate=True needs a prior split"):
+    _prior_case(tmp_path, "adversarial", "none", [1, 0], calibrate=True)
 
 
 def test_a_prior_split_the_dataset_lacks_names_the_field(tmp_path):
@@ -269,7 +317,7 @@ def test_a_prior_split_the_dataset_lacks_names_the_field(tmp_path):
   config = _prompt_config(tmp_path, "zero_shot", ["Cardiomegaly", "Edema"])
   config.prior = "validation"
   with pytest.raises(errors.ConfigError) as info:
-    zero_shot.ZeroShot(config).decision_offset(ctx, [0, 1])
+    zero_shot.ZeroShot(config).decision(ctx, [0, 1])
   assert str(info.value).startswith("config.evals.zero_shot.prior='validation': dataset 'toy' "
                                     "has the splits ['test'], not 'validation'")
   assert 'prior="none"' in str(info.value)

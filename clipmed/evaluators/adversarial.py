@@ -6,12 +6,14 @@ Config fields (config.evals.<name>):
   classes=[...]         CheXpert categories that questions may ask about
   prior="train"         the split whose class rates are the prior of the yes/no answers, or
                         "none" (prompt_sets: why a prior)
+  calibrate=False       True: the answers' offset is fitted on that split's images (prompt_sets)
 
 For every study with at least one present class (labeler value 1) and one absent class (0 or not
 mentioned; uncertain classes are never asked about; an ancestor of a present class in the CheXpert
 hierarchy is not asked about as absent, see findings.py) the seeded choice picks one of each. The
-model answers "yes" to "is <class> there?" when the class's zero-shot logit plus its prior log
-odds is above 0 (with prior="none": when its positive prompts beat its negative prompts). It is
+model answers "yes" to "is <class> there?" when the class's zero-shot logit plus its decision
+offset (the prior log odds, or the calibrated offset) is above 0 (with prior="none": when its
+positive prompts beat its negative prompts). It is
 right on the present class when it answers "yes", on the absent one when it answers "no"; a study
 counts as correct only when both answers are right.
 Metrics: "accuracy" (both right), "positive_accuracy", "negative_accuracy" (each question alone),
@@ -24,7 +26,7 @@ with intervals, and two yardsticks:
   "chance" (0.25): two independent fair coin flips; a constant answerer scores 0, so this is
     not the bar a model must clear, the shuffled baseline is.
 Per-example arrays recorded: scores, eligible, pos_class, neg_class, labels, classes,
-prior_log_odds ([K]; examples saved before it existed answer on the logit alone).
+prior_log_odds and decision_offset ([K]; as zero_shot's).
 """
 
 import numpy as np
@@ -83,7 +85,7 @@ class Adversarial(prompt_sets.PromptTask):
   def statistics(examples):
     eligible = examples["eligible"].astype(bool)
     pos_class, neg_class = examples["pos_class"], examples["neg_class"]
-    yes = prompt_sets.says_yes(examples["scores"], examples.get("prior_log_odds"))  # [N, K]
+    yes = prompt_sets.says_yes(examples["scores"], prompt_sets.recorded_offset(examples))
     n, k = yes.shape
     rows = np.arange(n)
     pos_right, neg_right = yes[rows, pos_class], ~yes[rows, neg_class]
@@ -121,7 +123,7 @@ class Adversarial(prompt_sets.PromptTask):
                  int(eligible.sum()), data.num_studies)
     examples = dict(scores=logits, eligible=eligible, pos_class=pos_class, neg_class=neg_class,
                     labels=labels, classes=np.asarray(self.classes),
-                    prior_log_odds=self.decision_offset(ctx, columns))
+                    **self.decision(ctx, columns))
     ctx.record(self, data, examples)
     results = metrics.bootstrap(self.statistics(examples), data.num_studies,
                                 num_resamples=self.config.num_bootstrap, seed=ctx.seed)

@@ -21,6 +21,16 @@ for the logit alone. On the training dataset that is the rate in the reports the
 from; on another dataset it is that dataset's base rate, which is the prior its images need (the
 likelihood ratio carries over between populations, the prior does not). AUROCs and other
 rankings do not depend on it.
+
+Calibrating the offset (config field `calibrate`, default False). The prior alone assumes the
+logit is the likelihood ratio; a model far from the contrastive optimum, or prompts it never saw
+in training, add an unknown bias per class, and a rare finding is still answered "yes" several
+times more often than it occurs. With calibrate=True the offset of each class is instead the
+number b_k for which the mean predicted probability over the `prior` split's images equals that
+split's class rate pi_k: mean_n sigmoid(logit_nk + b_k) = pi_k. A calibrated posterior must
+satisfy this (the law of total probability); it uses the split's images and its class rates, no
+per-image labels, and nothing of the evaluated split. It embeds the prior split's images (shared
+with a linear probe trained on the same split).
 """
 
 import dataclasses
@@ -110,19 +120,50 @@ def prior_log_odds(positive: np.ndarray, counted: np.ndarray) -> np.ndarray:
   return np.log(pos / neg)
 
 
-def says_yes(scores: np.ndarray, prior_log_odds: np.ndarray | None) -> np.ndarray:
-  """[N, K] zero-shot logits -> [N, K] bool "present": logit plus the class's prior log odds
-  (from `prior_log_odds`, [K]; None: zeros, the logit alone, as examples saved before the prior
-  existed) above 0."""
-  if prior_log_odds is None:
+def calibrated_offset(logits: np.ndarray, rate_log_odds: np.ndarray) -> np.ndarray:
+  """[K] offsets b with mean over rows of sigmoid(logits[:, k] + b_k) = sigmoid(rate_log_odds[k]).
+
+  The mean is increasing in b_k, below the target at rate_log_odds - max|logit| - 1 and above it
+  at rate_log_odds + max|logit| + 1; bisection between the two to float64 precision.
+
+  Args:
+    logits: [N, K] zero-shot logits of the calibration images, N >= 1.
+    rate_log_odds: [K] log odds of the class rates (prior_log_odds of the same split).
+  """
+  logits = np.asarray(logits, np.float64)
+  target = np.asarray(rate_log_odds, np.float64)
+  width = np.abs(logits).max(axis=0) + 1.0
+  lo, hi = target - width, target + width
+  rate = 0.5 * (1.0 + np.tanh(0.5 * target))  # sigmoid without overflow
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    above = (0.5 * (1.0 + np.tanh(0.5 * (logits + mid[None, :])))).mean(axis=0) > rate
+    hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+  return 0.5 * (lo + hi)
+
+
+def says_yes(scores: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+  """[N, K] zero-shot logits -> [N, K] bool "present": logit plus the class's decision offset
+  ([K]: the prior log odds or the calibrated offset; None: zeros, the logit alone, as examples
+  saved before the prior existed) above 0."""
+  if offset is None:
     return scores > 0
-  return scores + np.asarray(prior_log_odds)[None, :] > 0
+  return scores + np.asarray(offset)[None, :] > 0
+
+
+def recorded_offset(examples: dict[str, np.ndarray]) -> np.ndarray | None:
+  """The decision offset saved with a task's examples: "decision_offset", or for examples saved
+  before calibration existed "prior_log_odds", or None for those saved before the prior."""
+  if "decision_offset" in examples:
+    return examples["decision_offset"]
+  return examples.get("prior_log_odds")
 
 
 class PromptTask(Evaluator):
   """An evaluation that asks about `classes` with the prompt sets of `prompts` (both config
   fields), loaded and checked when the evaluator is built; `prior` (optional, default "train")
-  names the split whose class rates shift the yes/no decision (module docstring), or "none"."""
+  names the split whose class rates shift the yes/no decision (module docstring), or "none";
+  `calibrate` (optional, default False) fits that shift on the prior split's images."""
   required_fields = ("prompts", "classes")
 
   def __init__(self, config, name=None):
@@ -134,17 +175,29 @@ class PromptTask(Evaluator):
       raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: give the name of "
                                "a labelled split whose class rates are the prior (\"train\") or "
                                "\"none\" to decide on the zero-shot logit alone")
+    self.calibrate = config.get("calibrate", False)
+    if not isinstance(self.calibrate, bool):
+      raise errors.ConfigError(f"config.evals.{self.name}.calibrate={self.calibrate!r}: give True "
+                               "or False")
+    if self.calibrate and self.prior == "none":
+      raise errors.ConfigError(f"config.evals.{self.name}.calibrate=True needs a prior split to "
+                               "calibrate on; set prior=\"train\" (or another labelled split) "
+                               "or calibrate=False")
 
-  def decision_offset(self, ctx: EvalContext, columns: Sequence[int],
-                      keep: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """[K] prior log odds of the classes (`columns` of the dataset's labels) on the `prior`
-    split, zeros for prior="none"; `keep` (labels [N, C] -> [N] bool) selects its rows.
+  def decision(self, ctx: EvalContext, columns: Sequence[int],
+               keep: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The yes/no decision's offsets, recorded with the task's examples: "prior_log_odds" [K],
+    the log odds of the classes' (`columns` of the dataset's labels) rates on the `prior` split,
+    and "decision_offset" [K], what the decision adds to the logits: the prior log odds, or with
+    `calibrate` the offsets fitted on the prior split's images (module docstring); zeros for
+    prior="none". `keep` (labels [N, C] -> [N] bool) selects the prior split's rows.
 
     Raises:
       ConfigError: the dataset has no such split, or it has no rows (left).
     """
     if self.prior == "none":
-      return np.zeros(len(columns))
+      zeros = np.zeros(len(columns))
+      return {"prior_log_odds": zeros, "decision_offset": zeros}
     try:
       labels = ctx.split_labels(self.prior)
     except errors.ConfigError as e:  # e.g. a dataset without that split
@@ -156,11 +209,19 @@ class PromptTask(Evaluator):
                                f"{ctx.dataset} has no rows to take class rates from; name another "
                                "split or set prior=\"none\"")
     labels = labels[rows][:, list(columns)]
-    offset = prior_log_odds(labels == chexpert.POSITIVE, labels != chexpert.UNCERTAIN)
+    prior = prior_log_odds(labels == chexpert.POSITIVE, labels != chexpert.UNCERTAIN)
     logging.info("%s: decision prior from %s/%s (%d rows): %s", self.name, ctx.dataset,
                  self.prior, int(rows.sum()),
-                 ", ".join(f"{c} {1 / (1 + np.exp(-o)):.3f}" for c, o in zip(self.classes, offset)))
-    return offset
+                 ", ".join(f"{c} {1 / (1 + np.exp(-o)):.3f}" for c, o in zip(self.classes, prior)))
+    offset = prior
+    if self.calibrate:
+      images = ctx.split(self.prior).image[rows]
+      offset = calibrated_offset(prompt_logits(ctx, images, self.prompts, self.classes), prior)
+      logging.info("%s: calibrated decision offsets on %d %s images (prior log odds -> offset): "
+                   "%s", self.name, int(rows.sum()), self.prior,
+                   ", ".join(f"{c} {p:+.2f} -> {o:+.2f}"
+                             for c, p, o in zip(self.classes, prior, offset)))
+    return {"prior_log_odds": prior, "decision_offset": offset}
 
 
 def prompt_logits(ctx: EvalContext, image: np.ndarray, prompts: dict[str, PromptSet],

@@ -8,6 +8,8 @@ Config fields (config.evals.<name>):
                          for RSNA-ab (pneumonia against the other abnormal images)
   prior="train"          the split whose class rates (of the rows `where` keeps) are the prior of
                          the yes/no decision, or "none" (prompt_sets: why a prior)
+  calibrate=False        True: the decision offset is fitted on that split's images so that the
+                         mean predicted probability equals each class rate (prompt_sets)
 
 Per class, the score of a study is softmax over (mean similarity to the positive prompts, mean
 similarity to the negative prompts) times the logit scale; the metric is the binary AUROC.
@@ -25,14 +27,15 @@ High per-class AUROCs do not show whether the model tells findings apart or rank
     fraction of (p, a) pairs with score(p) > score(a), ties one half; averaged per image, then
     over images. 0.5 for a model that scores all findings of an image alike.
   "positive_rate/<slug>" and "prevalence/<slug>": how often the zero-shot decision says
-    "present" (logit + prior log odds > 0; with prior="none", logit > 0: the positive prompts
-    win), and how often the class is present;
+    "present" (logit + decision offset > 0: the prior log odds, or the calibrated offset; with
+    prior="none", logit > 0: the positive prompts win), and how often the class is present;
     "max_rate_over_prevalence": the largest positive_rate / prevalence over the classes with
     positives (a finding answered "yes" on every image has 1 / prevalence).
   "image_mean_share": the share of the score variance (after removing per-class means) that one
     mean per image carries; 1/K for independent classes, near 1 for an abnormality score.
 Per-example arrays recorded (and saved by the runner): scores, positive, counted, askable, classes,
-prior_log_odds ([K]; examples saved before it existed decide on the logit alone).
+prior_log_odds and decision_offset ([K]; examples saved before the offset existed decide on their
+prior_log_odds, those saved before the prior on the logit alone).
 """
 
 import warnings
@@ -145,7 +148,7 @@ class ZeroShot(prompt_sets.PromptTask):
     if len(classes) < 2:
       return aurocs
     decisions = decision_statistics(scores, positive, counted, examples["askable"], classes,
-                                    examples.get("prior_log_odds"))
+                                    prompt_sets.recorded_offset(examples))
     return lambda w: {**aurocs(w), **decisions(w)}
 
   def evaluate(self, ctx: EvalContext) -> dict[str, Metric]:
@@ -164,10 +167,10 @@ class ZeroShot(prompt_sets.PromptTask):
     counted &= kept(data.labels)[:, None]
     askable = findings.askable_absent(positive & counted, ~positive & counted, self.classes)
     examples = dict(scores=logits, positive=positive, counted=counted, askable=askable,
-                    labels=data.labels[:, columns], classes=np.asarray(self.classes),
-                    # A single class has no decision metrics (statistics): no prior needed.
-                    prior_log_odds=(self.decision_offset(ctx, columns, kept)
-                                    if len(self.classes) > 1 else np.zeros(1)))
+                    labels=data.labels[:, columns], classes=np.asarray(self.classes))
+    # A single class has no decision metrics (statistics): no prior needed.
+    examples.update(self.decision(ctx, columns, kept) if len(self.classes) > 1 else
+                    {"prior_log_odds": np.zeros(1), "decision_offset": np.zeros(1)})
     ctx.record(self, data, examples)
     warn_undefined(positive, counted, self.classes)
     return metrics.bootstrap(self.statistics(examples), data.num_studies,
