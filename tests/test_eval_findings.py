@@ -277,6 +277,9 @@ def test_calibration_fits_the_offset_on_the_prior_split_images(tmp_path):
   assert out["mean_auroc"].value == pytest.approx(0.5)
   # Saved examples decide with the recorded offset, not the prior.
   assert _point(zero_shot.ZeroShot.statistics(examples), 10)["positive_rate/cardiomegaly"] == 0.0
+  # Examples saved before decision_offset existed decide with their prior_log_odds.
+  older = {k: v for k, v in examples.items() if k != "decision_offset"}
+  assert _point(zero_shot.ZeroShot.statistics(older), 10)["positive_rate/cardiomegaly"] == 1.0
   out, ctx = _prior_case(tmp_path, "adversarial", "train", rows, calibrate=True, train_logit=4.0)
   assert out["positive_accuracy"].value == 0.0 and out["negative_accuracy"].value == 1.0
   out, ctx = _prior_case(tmp_path, "adversarial", "train", rows, calibrate=True, train_logit=-4.0)
