@@ -20,6 +20,10 @@ DIR/<row>/<seed> several (the layout of the README's Table 2 command).
    run on different example ids is refused.
 3. --plot out.png: one panel per metric, one bar per row with its interval (the 95% CI of a single
    run, or the mean with +- sd and each seed as a dot).
+4. --rates-plot out.png: the zero-shot yes/no decision against the truth, one panel per row: each
+   class's positive rate against its prevalence (seed means), with the lines rate = prevalence
+   and rate = 2 x prevalence; a point above the dashed line is a finding answered "yes" more
+   than twice as often as it occurs.
 
 Without --all, only the headline metrics of each task (the mean AUROCs, within-image
 discrimination, Recall@k, CXR-Align, adversarial with its shuffled baseline, ...). With --paper,
@@ -31,6 +35,7 @@ import glob
 import math
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -256,6 +261,55 @@ def plot(rows: Sequence[Row], keys: Sequence[str], path: str) -> None:
   plt.close(fig)
 
 
+def decision_rates(row: Row, dataset: str) -> list[tuple[str, float, float]]:
+  """[(class slug, prevalence, positive rate)] of the zero-shot decision, seed means.
+
+  Raises:
+    UserError: the row's results have no decision rates for the dataset.
+  """
+  prefix = f"zero_shot/{dataset}/positive_rate/"
+  slugs = sorted({k[len(prefix):] for res in row.results for k in res if k.startswith(prefix)})
+  if not slugs:
+    raise UserError(f"{row.name}: results.json has no zero_shot/{dataset}/positive_rate/* (a "
+                    "zero-shot evaluation with two or more classes writes them); check --dataset")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN: a class without rows
+    return [(slug, float(np.nanmean(row.values(f"zero_shot/{dataset}/prevalence/{slug}"))),
+             float(np.nanmean(row.values(prefix + slug)))) for slug in slugs]
+
+
+def rates_plot(rows: Sequence[Row], dataset: str, path: str) -> None:
+  """One panel per row: positive rate against prevalence per class (module docstring, 4)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  rates = [decision_rates(row, dataset) for row in rows]
+  top = max(max(p, r) for table in rates for _, p, r in table if not math.isnan(p + r))
+  top = 1.05 * top if top > 0 else 1.0
+  fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.6), squeeze=False)
+  for ax, row, table in zip(axes[0], rows, rates):
+    line = np.array([0.0, top])
+    ax.plot(line, line, color="0.4", linewidth=1, label="rate = prevalence")
+    ax.plot(line, 2 * line, color="0.4", linewidth=1, linestyle="--", label="2 x prevalence")
+    for slug, prevalence, rate in table:
+      color = "#c0392b" if rate > 2 * prevalence else "#2d5f8b"
+      ax.plot(prevalence, rate, "o", color=color, markersize=4)
+      ax.annotate(slug, (prevalence, rate), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    seeds = f" ({len(row.workdirs)} seeds)" if len(row.workdirs) > 1 else ""
+    ax.set_title(row.name + seeds, fontsize=8)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("prevalence", fontsize=7)
+    ax.set_ylabel('"yes" rate', fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="lower right")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="*",
@@ -273,6 +327,8 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed of the differences")
   parser.add_argument("--plot", default=None, metavar="OUT.png",
                       help="write per-metric bars with intervals across the rows")
+  parser.add_argument("--rates-plot", default=None, metavar="OUT.png",
+                      help="write each row's zero-shot positive rates against the prevalences")
   args = parser.parse_args(argv)
   try:
     specs = list(args.runs) + (rows_from_dir(args.runs_dir) if args.runs_dir else [])
@@ -310,6 +366,9 @@ def main(argv=None) -> int:
     if args.plot:
       plot(rows, keys, args.plot)
       print(f"\n(plot written to {args.plot})")
+    if args.rates_plot:
+      rates_plot(rows, args.dataset, args.rates_plot)
+      print(f"\n(decision rates plot written to {args.rates_plot})")
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -150,6 +150,27 @@ def test_cli_prints_tables_and_plots(runs, tmp_path, capsys):
   assert mpimg.imread(str(out_png)).shape[0] > 100
 
 
+def test_decision_rates_are_the_seed_means_and_plot(runs, tmp_path, capsys):
+  a = compare_results.Row("A", [str(runs["a"])])
+  b = compare_results.Row("B", [str(runs["b"]), str(runs["b2"])])
+  table = dict((slug, (p, r)) for slug, p, r in compare_results.decision_rates(b, "toy"))
+  assert sorted(table) == ["cardiomegaly", "edema", "pleural_effusion", "pneumothorax"]
+  for slug, (prevalence, rate) in table.items():
+    assert rate == pytest.approx(np.mean(b.values(f"zero_shot/toy/positive_rate/{slug}")))
+    assert prevalence == pytest.approx(a.values(f"zero_shot/toy/prevalence/{slug}")[0])
+  with pytest.raises(compare_results.UserError, match="no zero_shot/other/positive_rate"):
+    compare_results.decision_rates(a, "other")
+  out_png = tmp_path / "rates.png"
+  assert compare_results.main([f"A={runs['a']}", f"B={runs['b']},{runs['b2']}", "--dataset=toy",
+                               "--no-paired", "--rates-plot", str(out_png)]) == 0
+  assert "decision rates plot written" in capsys.readouterr().out
+  from matplotlib import image as mpimg  # pylint: disable=g-import-not-at-top
+  assert mpimg.imread(str(out_png)).shape[1] > 2 * mpimg.imread(str(out_png)).shape[0] * 0.9
+  assert compare_results.main([f"A={runs['a']}", "--dataset=other", "--rates-plot",
+                               str(out_png)]) == 2
+  assert "check --dataset" in capsys.readouterr().err
+
+
 def test_cli_refuses_different_examples(runs, capsys):
   code = compare_results.main([f"A={runs['a']}", f"B={runs['other_ids']}", "--dataset=toy"])
   assert code == 2
