@@ -14,7 +14,7 @@ import pytest
 from clipmed import errors, export, predict
 from clipmed.predict import cli
 from clipmed.evaluators import results as results_lib
-from clipmed.evaluators import zero_shot
+from clipmed.evaluators import prompt_sets, zero_shot
 from clipmed.evaluators.embedder import Embedder
 from tests.conftest import ROOT
 from tests.fakes import images as fake_images
@@ -139,6 +139,49 @@ def test_dicom_16bit_rgba_pil_and_arrays_decode_like_preparation(model, tmp_path
 
 
 @pytest.mark.slow
+def test_calibrated_probabilities_average_to_the_priors(tiny_workdir, model, test_split_files,
+                                                        tmp_path, capsys):
+  """calibrate_on: the mean probability over the population's images equals each prior."""
+  _, _, files = test_split_files
+  findings = ["pleural effusion", "pneumothorax"]
+  priors = {"Pleural Effusion": 0.2, "pneumothorax": 0.05}
+  classes, logits = model.zero_shot_logits(model.embed_images(files), findings)
+  probs = model.zero_shot(files[:3], findings=findings, priors=priors, calibrate_on=files)
+  offset = prompt_sets.calibrated_offset(logits, np.log([0.2 / 0.8, 0.05 / 0.95]))
+  for k, name in enumerate(classes):
+    np.testing.assert_allclose(probs[name], 1 / (1 + np.exp(-(logits[:3, k] + offset[k]))),
+                               rtol=1e-6)
+  everyone = model.zero_shot(files, findings=findings, priors=priors, calibrate_on=files)
+  np.testing.assert_allclose([everyone[c].mean() for c in classes], [0.2, 0.05], rtol=1e-6)
+  with pytest.raises(errors.ConfigError, match=r"give a prior for \['Pneumothorax'\]"):
+    model.zero_shot(files[:1], findings=findings, priors={"pleural effusion": 0.2},
+                    calibrate_on=files)
+  with pytest.raises(errors.ConfigError, match="no calibration images"):
+    model.zero_shot(files[:1], findings=findings, priors=priors, calibrate_on=[])
+  # The CLI: the same probabilities; an unreadable calibration file is reported and left out.
+  population = tmp_path / "population"
+  population.mkdir()
+  for f in files:
+    os.symlink(f, population / os.path.basename(f))
+  (population / "zz_broken.png").write_bytes(b"not a png")
+  out = tmp_path / "out.json"
+  assert cli.main(["--model", tiny_workdir, "--images", *files[:3], "--findings",
+                   ",".join(findings), "--priors", "pleural effusion=0.2,pneumothorax=0.05",
+                   "--calibrate-on", str(population), "--output", str(out)]) == 0
+  err = capsys.readouterr().err
+  error_lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(error_lines) == 1 and "zz_broken.png" in error_lines[0], err
+  records = json.loads(out.read_text())
+  for k, name in enumerate(classes):
+    np.testing.assert_allclose([r["findings"][name] for r in records], probs[name], rtol=1e-6)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--model", tiny_workdir, "--images", files[0], "--findings", ",".join(findings),
+              "--priors", "pneumothorax=0.05", "--calibrate-on", str(population)])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "give a prior for ['Pleural Effusion']" in err and err.count("\n") == 1, err
+
+
 def test_cli_scores_a_folder_and_reports_the_corrupt_file(tiny_workdir, tmp_path):
   folder = tmp_path / "scans"
   picture = fake_images.chest_like(60, 50, seed=1)

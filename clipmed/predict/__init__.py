@@ -228,7 +228,8 @@ class Model:
     return classes, prompt_sets.prompt_logits(ctx, image_embeddings, sets, classes)
 
   def zero_shot(self, images: ImageInput | Sequence[ImageInput], findings=None,
-                prompts=None, priors: Mapping[str, float] | None = None
+                prompts=None, priors: Mapping[str, float] | None = None,
+                calibrate_on: ImageInput | Sequence[ImageInput] | None = None
                 ) -> dict[str, np.ndarray]:
     """{finding: [N] probability} per image with the project's prompt protocol.
 
@@ -237,11 +238,18 @@ class Model:
     protocol): a likelihood ratio read at even odds, too high for a rare finding
     (clipmed/evaluators/prompt_sets.py). `priors` {finding: rate in (0, 1)}, e.g. the finding's
     rate in the training reports or in your population, adds its log odds to the logit: the
-    probability the evaluation's decision uses (config field `prior`). Other arguments: see
-    `prompt_sets`.
+    probability the evaluation's decision uses (config field `prior`). `calibrate_on`: images of
+    that population (no labels); each finding's offset is then fitted so that their mean
+    probability equals its prior rate (the evaluation's `calibrate=True`; every scored finding
+    needs a prior). Other arguments: see `prompt_sets`.
     """
     classes, logits = self.zero_shot_logits(self.embed_images(images), findings, prompts)
-    probs = probabilities(logits, prior_offset(classes, priors))
+    offset = prior_offset(classes, priors)
+    if calibrate_on is not None:
+      check_calibration_priors(classes, priors)
+      _, population = self.zero_shot_logits(self.embed_images(calibrate_on), classes, prompts)
+      offset = calibrate(classes, offset, priors, population)
+    probs = probabilities(logits, offset)
     return {name: probs[:, k] for k, name in enumerate(classes)}
 
   def retrieve(self, images: ImageInput | Sequence[ImageInput], reports: Sequence[str],
@@ -284,6 +292,31 @@ def prior_offset(classes: Sequence[str], priors: Mapping[str, float] | None) -> 
                                f"(e.g. 0.12 for 12% of studies), got {priors[name]!r}")
     offset[k] = np.log(rate / (1.0 - rate))
   return offset
+
+
+def check_calibration_priors(classes: Sequence[str], priors: Mapping[str, float] | None) -> None:
+  """Raises ConfigError unless every class has a prior rate (calibration fits each to its own)."""
+  given = {str(name).strip().lower() for name in (priors or {})}
+  missing = [name for name in classes if name.lower() not in given]
+  if missing:
+    raise errors.ConfigError(f"calibration fits each finding to its prior rate; give a prior for "
+                             f"{missing} too (e.g. its rate in your population)")
+
+
+def calibrate(classes: Sequence[str], offset: np.ndarray, priors: Mapping[str, float] | None,
+              logits: np.ndarray) -> np.ndarray:
+  """[K] offsets fitted on the [M, K] zero-shot logits of unlabelled images of a population so
+  that their mean probability equals each class's prior rate (`offset`: prior_offset of
+  `priors`; prompt_sets.calibrated_offset).
+
+  Raises:
+    ConfigError: a scored class has no prior rate, or there are no calibration images.
+  """
+  check_calibration_priors(classes, priors)
+  if logits.shape[0] == 0:
+    raise errors.ConfigError("no calibration images could be read; give images of the population "
+                             "the priors describe")
+  return prompt_sets.calibrated_offset(logits, offset)
 
 
 def probabilities(logits: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     python -m clipmed.predict --model DIR --images a.png b.dcm scans/ \\
         [--findings "pleural effusion,pneumothorax"] [--priors "pneumothorax=0.05,..."] \\
+        [--calibrate-on population/] \\
         [--reports reports.csv --top-k 5] \\
         [--output out.csv|out.json]
 
@@ -20,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from clipmed import errors
-from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, prior_offset, probabilities, top_k
+from clipmed.predict import (DEFAULT_BATCH_SIZE, Model, calibrate, check_calibration_priors,
+                             load, prior_offset, probabilities, top_k)
 
 # Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 
 
-def find_images(paths: Iterable[str]) -> list[str]:
+def find_images(paths: Iterable[str], flag: str = "--images") -> list[str]:
   """Files given, and under each directory given (recursively) the image files, sorted.
 
   Raises:
@@ -44,7 +46,7 @@ def find_images(paths: Iterable[str]) -> list[str]:
     elif os.path.exists(path):
       out.append(path)
     else:
-      raise errors.FileError(f"--images {path}: no such file or directory")
+      raise errors.FileError(f"{flag} {path}: no such file or directory")
   return out
 
 
@@ -84,25 +86,14 @@ def parse_priors(text: str) -> dict[str, float]:
   return out
 
 
-def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
-                  priors: Mapping[str, float] | None = None,
-                  reports: Sequence[str] | None = None, top_k_reports: int = 5,
-                  progress: bool = True) -> list[dict[str, Any]]:
-  """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
-  `priors`: {finding: prior rate}, see clipmed.predict.prior_offset.
-
-  Returns:
-    One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
-    probability}, "reports": [{"rank", "index", "report", "similarity"}]}.
-  """
+def file_logits(model: Model, files: Sequence[str], classes: Sequence[str], prompts=None,
+                progress: bool = True, what: str = "image"):
+  """Yields (rows, image embeddings, [len(rows), K] zero-shot logits) one batch of `files` at a
+  time, and for an unreadable file (index, reason) after an `error:` line on stderr."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  report_emb = model.embed_reports(reports) if reports else None
-  classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
-  offset = prior_offset(classes, priors)  # and the priors
-  records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
   # disable=None: a bar on a terminal only, not in logs.
-  bar = tqdm(total=len(files), unit="image", file=sys.stderr,
+  bar = tqdm(total=len(files), unit=what, file=sys.stderr,
              disable=True if not progress or len(files) < 2 else None)
   for start in range(0, len(files), model.batch_size):
     batch, rows = [], []
@@ -111,13 +102,51 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
         batch.append(model.preprocess(files[i]))
         rows.append(i)
       except errors.UserError as e:
-        records[i]["error"] = str(getattr(e, "reason", e))
         bar.write(f"error: {e}", file=sys.stderr)
+        yield i, str(getattr(e, "reason", e))
       bar.update(1)
-    if not rows:
+    if rows:
+      emb = model.embed_pixels(np.stack(batch))
+      yield rows, emb, model.zero_shot_logits(emb, classes, prompts)[1]
+  bar.close()
+
+
+def calibration_offset(model: Model, files: Sequence[str], classes: Sequence[str],
+                       priors: Mapping[str, float] | None, prompts=None) -> np.ndarray:
+  """[K] offsets calibrated on the image files of a population (clipmed.predict.calibrate);
+  unreadable files are reported on stderr and left out."""
+  offset = prior_offset(classes, priors)
+  check_calibration_priors(classes, priors)  # before any image is read
+  logits = [out[2] for out in file_logits(model, files, classes, prompts, what="calibration image")
+            if len(out) == 3]
+  logits = np.concatenate(logits) if logits else np.zeros((0, len(classes)))
+  return calibrate(classes, offset, priors, logits)
+
+
+def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
+                  priors: Mapping[str, float] | None = None,
+                  reports: Sequence[str] | None = None, top_k_reports: int = 5,
+                  progress: bool = True, calibrate_on: Sequence[str] | None = None
+                  ) -> list[dict[str, Any]]:
+  """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
+  `priors`: {finding: prior rate}, see clipmed.predict.prior_offset; `calibrate_on`: image files
+  of the population the priors describe, see clipmed.predict.calibrate.
+
+  Returns:
+    One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
+    probability}, "reports": [{"rank", "index", "report", "similarity"}]}.
+  """
+  classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
+  offset = prior_offset(classes, priors)  # and the priors
+  if calibrate_on is not None:
+    offset = calibration_offset(model, calibrate_on, classes, priors, prompts)
+  report_emb = model.embed_reports(reports) if reports else None
+  records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
+  for out in file_logits(model, files, classes, prompts, progress):
+    if len(out) == 2:
+      records[out[0]]["error"] = out[1]
       continue
-    emb = model.embed_pixels(np.stack(batch))
-    _, logits = model.zero_shot_logits(emb, classes, prompts)
+    rows, emb, logits = out
     probs = probabilities(logits, offset)
     if report_emb is not None:
       index, sims = top_k(emb, report_emb, top_k_reports)
@@ -127,7 +156,6 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
         records[i]["reports"] = [
             {"rank": r + 1, "index": int(index[j, r]), "report": reports[index[j, r]],
              "similarity": float(sims[j, r])} for r in range(index.shape[1])]
-  bar.close()
   return records
 
 
@@ -173,6 +201,10 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            "probabilities for a population with those rates; without, a "
                            "finding's probability is read at even odds and runs high for a rare "
                            "finding")
+  parser.add_argument("--calibrate-on", nargs="+", default=None, metavar="IMAGES",
+                      help="image files and/or directories of the population the --priors "
+                           "describe (no labels): each finding's offset is fitted so that their "
+                           "mean probability equals its prior; needs a prior for every finding")
   parser.add_argument("--reports", default=None,
                       help="CSV with a \"report\" column: retrieve the closest reports")
   parser.add_argument("--top-k", type=int, default=5, help="reports retrieved per image")
@@ -197,9 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports = read_reports(args.reports) if args.reports else None
     findings = [f for f in args.findings.split(",") if f.strip()] if args.findings else None
     priors = parse_priors(args.priors) if args.priors else None
+    calibration = None
+    if args.calibrate_on:
+      calibration = find_images(args.calibrate_on, flag="--calibrate-on")
+      if not calibration:
+        raise errors.FileError(f"--calibrate-on {' '.join(args.calibrate_on)}: no image files "
+                               "found")
     model = load(args.model, args.step, config=args.config, batch_size=args.batch_size)
     records = predict_files(model, files, findings=findings, prompts=args.prompts,
-                            priors=priors, reports=reports, top_k_reports=args.top_k)
+                            priors=priors, reports=reports, top_k_reports=args.top_k,
+                            calibrate_on=calibration)
     write_records(records, args.output)
   failed = sum(r["error"] is not None for r in records)
   print(f"scored {len(files) - failed} of {len(files)} images"
