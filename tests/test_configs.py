@@ -22,6 +22,16 @@ def test_every_config_builds_and_names_its_command(module):
   assert set(config.loss.weights) == {"text", "clinical", "graph"}
 
 
+@pytest.mark.parametrize("module", [demo, full, paper_eval, synth_paper])
+def test_every_yes_no_decision_has_its_fields_to_override(module):
+  """`--config.evals.<name>.prior=none` / `.calibrate=True` (README) need the keys present."""
+  decisions = [(name, cfg) for name, cfg in module.get_config().evals.items()
+               if cfg.task == "adversarial" or (cfg.task == "zero_shot" and len(cfg.classes) > 1)]
+  assert decisions
+  for name, cfg in decisions:
+    assert cfg.prior == "train" and cfg.calibrate is False, name
+
+
 def test_parse_arg_types_and_errors():
   args = common.parse_arg("steps=12,flag=false,name=x", steps=1, flag=True, name="a")
   assert (args.steps, args.flag, args.name) == (12, False, "x")

@@ -84,7 +84,8 @@ def paper_evals(num_bootstrap: int = 1000) -> ml_collections.ConfigDict:
     evals[f"cxr_align_{dataset}"] = dict(task="cxr_align", dataset=dataset, split="test",
                                          **common)
   evals["adversarial_cxr14"] = dict(task="adversarial", dataset="cxr14", split="test",
-                                    classes=CXR14_CLASSES, prompts="cxr14", **common)
+                                    classes=CXR14_CLASSES, prompts="cxr14", prior="train",
+                                    calibrate=False, **common)
   evals["normal_openi"] = dict(task="normal_detection", dataset="openi", split="test",
                                num_abnormal=2999, **common)
   return ml_collections.ConfigDict(evals)
