@@ -221,12 +221,26 @@ def paired_differences(baseline: Row, row: Row, *, seed: int = 0,
   return out
 
 
-def plot(rows: Sequence[Row], keys: Sequence[str], path: str) -> None:
-  """One panel per metric, one bar per row: the single run's 95% CI, or mean +- sd over seeds
-  with each seed as a dot."""
+def _pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (imported when a plot is asked for)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(plt, fig, path: str) -> None:
+  """Writes the figure to `path` (creating its folder) and closes it."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot(rows: Sequence[Row], keys: Sequence[str], path: str) -> None:
+  """One panel per metric, one bar per row: the single run's 95% CI, or mean +- sd over seeds
+  with each seed as a dot."""
+  plt = _pyplot()
 
   cols = min(4, len(keys))
   nrows = math.ceil(len(keys) / cols)
@@ -255,10 +269,7 @@ def plot(rows: Sequence[Row], keys: Sequence[str], path: str) -> None:
     ax.tick_params(axis="y", labelsize=7)
   for ax in axes.ravel()[len(keys):]:
     ax.axis("off")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(plt, fig, path)
 
 
 def decision_rates(row: Row, dataset: str) -> list[tuple[str, float, float]]:
@@ -280,9 +291,7 @@ def decision_rates(row: Row, dataset: str) -> list[tuple[str, float, float]]:
 
 def rates_plot(rows: Sequence[Row], dataset: str, path: str) -> None:
   """One panel per row: positive rate against prevalence per class (module docstring, 4)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
 
   rates = [decision_rates(row, dataset) for row in rows]
   top = max(max(p, r) for table in rates for _, p, r in table if not math.isnan(p + r))
@@ -304,10 +313,7 @@ def rates_plot(rows: Sequence[Row], dataset: str, path: str) -> None:
     ax.set_ylabel('"yes" rate', fontsize=7)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, loc="lower right")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(plt, fig, path)
 
 
 def main(argv=None) -> int:

@@ -248,7 +248,7 @@ class Model:
     if calibrate_on is not None:
       check_calibration_priors(classes, priors)
       _, population = self.zero_shot_logits(self.embed_images(calibrate_on), classes, prompts)
-      offset = calibrate(classes, offset, priors, population)
+      offset = calibrate(classes, priors, population)
     probs = probabilities(logits, offset)
     return {name: probs[:, k] for k, name in enumerate(classes)}
 
@@ -303,11 +303,10 @@ def check_calibration_priors(classes: Sequence[str], priors: Mapping[str, float]
                              f"{missing} too (e.g. its rate in your population)")
 
 
-def calibrate(classes: Sequence[str], offset: np.ndarray, priors: Mapping[str, float] | None,
+def calibrate(classes: Sequence[str], priors: Mapping[str, float] | None,
               logits: np.ndarray) -> np.ndarray:
   """[K] offsets fitted on the [M, K] zero-shot logits of unlabelled images of a population so
-  that their mean probability equals each class's prior rate (`offset`: prior_offset of
-  `priors`; prompt_sets.calibrated_offset).
+  that their mean probability equals each class's prior rate (prompt_sets.calibrated_offset).
 
   Raises:
     ConfigError: a scored class has no prior rate, or there are no calibration images.
@@ -316,7 +315,7 @@ def calibrate(classes: Sequence[str], offset: np.ndarray, priors: Mapping[str, f
   if logits.shape[0] == 0:
     raise errors.ConfigError("no calibration images could be read; give images of the population "
                              "the priors describe")
-  return prompt_sets.calibrated_offset(logits, offset)
+  return prompt_sets.calibrated_offset(logits, prior_offset(classes, priors))
 
 
 def probabilities(logits: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -88,26 +88,30 @@ def parse_priors(text: str) -> dict[str, float]:
 
 def file_logits(model: Model, files: Sequence[str], classes: Sequence[str], prompts=None,
                 progress: bool = True, what: str = "image"):
-  """Yields (rows, image embeddings, [len(rows), K] zero-shot logits) one batch of `files` at a
-  time, and for an unreadable file (index, reason) after an `error:` line on stderr."""
+  """Yields, one batch of `files` at a time, (failed, rows, image embeddings [len(rows), D],
+  zero-shot logits [len(rows), K]): `failed` the (index, reason) of its unreadable files, each
+  also reported on an `error:` line on stderr; embeddings and logits are None when no file of
+  the batch could be read."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   # disable=None: a bar on a terminal only, not in logs.
   bar = tqdm(total=len(files), unit=what, file=sys.stderr,
              disable=True if not progress or len(files) < 2 else None)
   for start in range(0, len(files), model.batch_size):
-    batch, rows = [], []
+    batch, rows, failed = [], [], []
     for i in range(start, min(start + model.batch_size, len(files))):
       try:
         batch.append(model.preprocess(files[i]))
         rows.append(i)
       except errors.UserError as e:
         bar.write(f"error: {e}", file=sys.stderr)
-        yield i, str(getattr(e, "reason", e))
+        failed.append((i, str(getattr(e, "reason", e))))
       bar.update(1)
-    if rows:
-      emb = model.embed_pixels(np.stack(batch))
-      yield rows, emb, model.zero_shot_logits(emb, classes, prompts)[1]
+    if not rows:
+      yield failed, rows, None, None
+      continue
+    emb = model.embed_pixels(np.stack(batch))
+    yield failed, rows, emb, model.zero_shot_logits(emb, classes, prompts)[1]
   bar.close()
 
 
@@ -115,12 +119,11 @@ def calibration_offset(model: Model, files: Sequence[str], classes: Sequence[str
                        priors: Mapping[str, float] | None, prompts=None) -> np.ndarray:
   """[K] offsets calibrated on the image files of a population (clipmed.predict.calibrate);
   unreadable files are reported on stderr and left out."""
-  offset = prior_offset(classes, priors)
   check_calibration_priors(classes, priors)  # before any image is read
-  logits = [out[2] for out in file_logits(model, files, classes, prompts, what="calibration image")
-            if len(out) == 3]
-  logits = np.concatenate(logits) if logits else np.zeros((0, len(classes)))
-  return calibrate(classes, offset, priors, logits)
+  logits = [logits for _, rows, _, logits in
+            file_logits(model, files, classes, prompts, what="calibration image") if rows]
+  return calibrate(classes, priors,
+                   np.concatenate(logits) if logits else np.zeros((0, len(classes))))
 
 
 def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
@@ -142,11 +145,11 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
     offset = calibration_offset(model, calibrate_on, classes, priors, prompts)
   report_emb = model.embed_reports(reports) if reports else None
   records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
-  for out in file_logits(model, files, classes, prompts, progress):
-    if len(out) == 2:
-      records[out[0]]["error"] = out[1]
+  for failed, rows, emb, logits in file_logits(model, files, classes, prompts, progress):
+    for i, reason in failed:
+      records[i]["error"] = reason
+    if not rows:
       continue
-    rows, emb, logits = out
     probs = probabilities(logits, offset)
     if report_emb is not None:
       index, sims = top_k(emb, report_emb, top_k_reports)
