@@ -193,14 +193,14 @@ def base_config() -> ml_collections.ConfigDict:
   # prior: the split whose class rates shift the zero-shot yes/no decision ("none": the logit
   # alone); calibrate: fit that shift on the split's images; see clipmed/evaluators/prompt_sets.py.
   config.evals.zero_shot = dict(task="zero_shot", prompts="chexpert", classes=classes,
-                                where={}, prior="train", calibrate=False, **common)
+                                where={}, prior="train", calibrate=True, **common)
   config.evals.retrieval = dict(task="retrieval", ks=(1, 5, 10), **common)
   config.evals.linear_probe = dict(task="linear_probe", train_split="train", classes=classes,
                                    fractions=(0.01, 0.1, 1.0), weight_decay=1e-4,
                                    max_iterations=200, **common)
   config.evals.cxr_align = dict(task="cxr_align", **common)
   config.evals.adversarial = dict(task="adversarial", prompts="chexpert", classes=classes,
-                                  prior="train", calibrate=False, **common)
+                                  prior="train", calibrate=True, **common)
   # One normal report among N abnormal ones (2,999 in the paper; capped by the split's size).
   config.evals.normal_detection = dict(task="normal_detection", num_abnormal=2999, **common)
   return config

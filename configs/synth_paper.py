@@ -4,10 +4,8 @@ The demo's model and data (SynthCXR, small Swin + BERT, the full method by defau
 times as long: 1,200 steps of 64 studies instead of 300, about 13 epochs of SynthCXR's 6,000
 training studies. The demo's 300 steps leave the image embeddings on an abnormality axis (README,
 "Why the demo model scores abnormality"); at this length they tell findings apart (within-image
-0.82; the zero-shot yes/no decision, even with the class prior, still says "yes" too often on the
-rarer findings: README "Training longer"; calibrated on the training images with
---config.evals.zero_shot.calibrate=True --config.evals.adversarial.calibrate=True it does not,
-README "Calibrating the decision on the training images"). About 20
+0.82, and with the zero-shot decision calibrated on the training images no finding is answered
+"yes" more often than it occurs: README "Training longer"). About 20
 minutes of a 2-core CPU for the training (20 min 46 s measured), where the demo takes 5.
 
 Arguments as in configs/demo.py: `configs/synth_paper.py:row=clip,steps=1200,batch=64` (any row of

@@ -24,12 +24,12 @@ def test_every_config_builds_and_names_its_command(module):
 
 @pytest.mark.parametrize("module", [demo, full, paper_eval, synth_paper])
 def test_every_yes_no_decision_has_its_fields_to_override(module):
-  """`--config.evals.<name>.prior=none` / `.calibrate=True` (README) need the keys present."""
+  """`--config.evals.<name>.prior=none` / `.calibrate=False` (README) need the keys present."""
   decisions = [(name, cfg) for name, cfg in module.get_config().evals.items()
                if cfg.task == "adversarial" or (cfg.task == "zero_shot" and len(cfg.classes) > 1)]
   assert decisions
   for name, cfg in decisions:
-    assert cfg.prior == "train" and cfg.calibrate is False, name
+    assert cfg.prior == "train" and cfg.calibrate is True, name
 
 
 def test_parse_arg_types_and_errors():

@@ -28,7 +28,7 @@ def _config(tmp_path):
       "Pneumothorax": {"positive": ["ptx+"], "negative": ["ptx-"]}}}))
   return ml_collections.ConfigDict(dict(task="adversarial", split="test", every_steps=0,
                                         prompts=str(path), classes=CLASSES, num_bootstrap=100,
-                                        prior="none"))
+                                        prior="none", calibrate=False))
 
 
 def _split():

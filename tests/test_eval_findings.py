@@ -98,7 +98,7 @@ def _prompt_config(tmp_path, task, classes):
       c: {"positive": [f"{c}+"], "negative": [f"{c}-"]} for c in classes}}))
   return ml_collections.ConfigDict(dict(task=task, split="test", every_steps=0, prompts=str(path),
                                         classes=classes, where={}, num_bootstrap=200,
-                                        prior="none"))
+                                        prior="none", calibrate=False))
 
 
 def _split(scores, labels_by_class):
@@ -304,10 +304,12 @@ def test_a_bad_prior_is_a_config_error(tmp_path):
   with pytest.raises(errors.ConfigError, match="no rows"):
     _prior_case(tmp_path, "zero_shot", "train", [])
   config = _prompt_config(tmp_path, "zero_shot", ["Cardiomegaly", "Edema"])
+  del config["calibrate"]
   config.calibrate = "yes"
   with pytest.raises(errors.ConfigError, match="calibrate='yes': give True or False"):
     zero_shot.ZeroShot(config)
-  with pytest.raises(errors.ConfigError, match="calibrate=True needs a prior split"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"calibrate=True \(the default\) needs a prior split"):
     _prior_case(tmp_path, "adversarial", "none", [1, 0], calibrate=True)
 
 

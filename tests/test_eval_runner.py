@@ -65,7 +65,7 @@ def _evals(every_steps=0):
   return ml_collections.ConfigDict(dict(
       zero_shot=dict(task="zero_shot", dataset="", split="test", every_steps=every_steps,
                      prompts="chexpert", classes=["Cardiomegaly", "Edema"], where={},
-                     num_bootstrap=20),
+                     num_bootstrap=20, calibrate=False),  # reads only the test split
       retrieval=dict(task="retrieval", dataset="", split="test", every_steps=0, ks=(1, 5),
                      num_bootstrap=20),
   ))
@@ -325,7 +325,7 @@ def test_evaluations_on_several_datasets_and_an_unavailable_one(capsys):
   evals = _evals()
   evals.pneumonia = dict(task="zero_shot", dataset="rsna_pneumonia", split="test",
                          every_steps=0, prompts="rsna_pneumonia", classes=["Pneumonia"],
-                         where={"Normal": 0.0}, num_bootstrap=20)
+                         where={"Normal": 0.0}, num_bootstrap=20, calibrate=False)
   evals.missing = dict(task="retrieval", dataset="not_prepared", split="test", every_steps=0,
                        ks=(1,), num_bootstrap=20)
   rsna_labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 0],

@@ -56,7 +56,8 @@ def _prompt_file(tmp_path):
 def _config(prompts, classes, num_bootstrap=200, where=None):
   return ml_collections.ConfigDict(dict(task="zero_shot", split="test", every_steps=0,
                                         prompts=prompts, classes=classes, where=where or {},
-                                        num_bootstrap=num_bootstrap, prior="none"))
+                                        num_bootstrap=num_bootstrap, prior="none",
+                                        calibrate=False))
 
 
 def test_prompt_logits_are_scaled_mean_similarity_differences(tmp_path):

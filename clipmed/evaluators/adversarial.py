@@ -6,7 +6,8 @@ Config fields (config.evals.<name>):
   classes=[...]         CheXpert categories that questions may ask about
   prior="train"         the split whose class rates are the prior of the yes/no answers, or
                         "none" (prompt_sets: why a prior)
-  calibrate=False       True: the answers' offset is fitted on that split's images (prompt_sets)
+  calibrate=True        the answers' offset is fitted on that split's images (prompt_sets); False:
+                        the prior log odds alone
 
 For every study with at least one present class (labeler value 1) and one absent class (0 or not
 mentioned; uncertain classes are never asked about; an ancestor of a present class in the CheXpert

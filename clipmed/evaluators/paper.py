@@ -85,7 +85,7 @@ def paper_evals(num_bootstrap: int = 1000) -> ml_collections.ConfigDict:
                                          **common)
   evals["adversarial_cxr14"] = dict(task="adversarial", dataset="cxr14", split="test",
                                     classes=CXR14_CLASSES, prompts="cxr14", prior="train",
-                                    calibrate=False, **common)
+                                    calibrate=True, **common)
   evals["normal_openi"] = dict(task="normal_detection", dataset="openi", split="test",
                                num_abnormal=2999, **common)
   return ml_collections.ConfigDict(evals)

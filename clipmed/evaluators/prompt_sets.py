@@ -22,7 +22,7 @@ from; on another dataset it is that dataset's base rate, which is the prior its 
 likelihood ratio carries over between populations, the prior does not). AUROCs and other
 rankings do not depend on it.
 
-Calibrating the offset (config field `calibrate`, default False). The prior alone assumes the
+Calibrating the offset (config field `calibrate`, default True). The prior alone assumes the
 logit is the likelihood ratio; a model far from the contrastive optimum, or prompts it never saw
 in training, add an unknown bias per class, and a rare finding is still answered "yes" several
 times more often than it occurs. With calibrate=True the offset of each class is instead the
@@ -30,7 +30,8 @@ number b_k for which the mean predicted probability over the `prior` split's ima
 split's class rate pi_k: mean_n sigmoid(logit_nk + b_k) = pi_k. A calibrated posterior must
 satisfy this (the law of total probability); it uses the split's images and its class rates, no
 per-image labels, and nothing of the evaluated split. It embeds the prior split's images (shared
-with a linear probe trained on the same split).
+with a linear probe trained on the same split). With calibrate=False the offset is the prior log
+odds alone.
 """
 
 import dataclasses
@@ -163,7 +164,7 @@ class PromptTask(Evaluator):
   """An evaluation that asks about `classes` with the prompt sets of `prompts` (both config
   fields), loaded and checked when the evaluator is built; `prior` (optional, default "train")
   names the split whose class rates shift the yes/no decision (module docstring), or "none";
-  `calibrate` (optional, default False) fits that shift on the prior split's images."""
+  `calibrate` (optional, default True) fits that shift on the prior split's images."""
   required_fields = ("prompts", "classes")
 
   def __init__(self, config, name=None):
@@ -174,15 +175,17 @@ class PromptTask(Evaluator):
     if not isinstance(self.prior, str) or not self.prior.strip():
       raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: give the name of "
                                "a labelled split whose class rates are the prior (\"train\") or "
-                               "\"none\" to decide on the zero-shot logit alone")
-    self.calibrate = config.get("calibrate", False)
+                               "\"none\" (with calibrate=False) to decide on the zero-shot logit "
+                               "alone")
+    self.calibrate = config.get("calibrate", True)
     if not isinstance(self.calibrate, bool):
       raise errors.ConfigError(f"config.evals.{self.name}.calibrate={self.calibrate!r}: give True "
                                "or False")
     if self.calibrate and self.prior == "none":
-      raise errors.ConfigError(f"config.evals.{self.name}.calibrate=True needs a prior split to "
-                               "calibrate on; set prior=\"train\" (or another labelled split) "
-                               "or calibrate=False")
+      raise errors.ConfigError(f"config.evals.{self.name}.calibrate=True (the default) needs a "
+                               "prior split to calibrate on; for the logit alone add "
+                               f"--config.evals.{self.name}.calibrate=False to prior=none, or "
+                               "name a labelled split (prior=\"train\")")
 
   def decision(self, ctx: EvalContext, columns: Sequence[int],
                keep: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:

@@ -8,8 +8,9 @@ Config fields (config.evals.<name>):
                          for RSNA-ab (pneumonia against the other abnormal images)
   prior="train"          the split whose class rates (of the rows `where` keeps) are the prior of
                          the yes/no decision, or "none" (prompt_sets: why a prior)
-  calibrate=False        True: the decision offset is fitted on that split's images so that the
-                         mean predicted probability equals each class rate (prompt_sets)
+  calibrate=True         the decision offset is fitted on that split's images so that the mean
+                         predicted probability equals each class rate (prompt_sets); False: the
+                         prior log odds alone
 
 Per class, the score of a study is softmax over (mean similarity to the positive prompts, mean
 similarity to the negative prompts) times the logit scale; the metric is the binary AUROC.
