@@ -7,6 +7,14 @@ else transformers' SwinModel), BERT-base with Bio_ClinicalBERT's 28,996-token vo
 128 tokens (transformers' BertModel), MLP projection heads to 512, a learned logit scale, AdamW
 (fused where this torch supports it), random weights and a random batch; dropout 0.1 and stochastic
 depth 0.1 in training mode, as configs/full.py. torch comes from requirements-dev.txt.
+
+    python scripts/bench_pytorch.py --matmuls
+
+times instead the step's largest matrix products at batch 8 (`MATMULS`: BERT-base's feed-forward
+and attention projections over 8 x 128 tokens, Swin-T's stage-1 and stage-3 MLPs), each in the
+three forms a train step runs (x @ w forward; g @ w.T and x.T @ g backward), with torch and with
+jax.jit in the same process, one JSON line per product: which library's matrix multiply is faster
+on this machine, apart from everything else in the step.
 """
 
 import argparse
@@ -68,6 +76,55 @@ class ClipReference(nn.Module):
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+# name: (rows, inner, columns) of x @ w at batch 8.
+MATMULS = {
+    "bert_ffn_in": (8 * 128, 768, 3072),
+    "bert_ffn_out": (8 * 128, 3072, 768),
+    "bert_attention_projection": (8 * 128, 768, 768),
+    "swin_stage1_mlp_in": (8 * 56 * 56, 96, 384),
+    "swin_stage3_mlp_in": (8 * 14 * 14, 384, 1536),
+}
+
+
+def _median_ms(run, repeats: int) -> float:
+  run()  # warm-up (and jax's compilation)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(times)
+
+
+def time_matmuls(shapes: dict[str, tuple[int, int, int]], repeats: int) -> list[dict]:
+  """Per product and form: median milliseconds and GFLOP/s with torch and with jax.jit (float32,
+  the same random operands), and the largest difference between the two results relative to the
+  largest entry (the two libraries compute the same product)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  forms = {"x @ w": lambda x, w, g: x @ w, "g @ w.T": lambda x, w, g: g @ w.T,
+           "x.T @ g": lambda x, w, g: x.T @ g}
+  rows = []
+  for name, (m, k, n) in shapes.items():
+    operands = [rng.standard_normal(shape, np.float32) for shape in ((m, k), (k, n), (m, n))]
+    on_torch = [torch.from_numpy(a) for a in operands]
+    on_jax = [jax.device_put(a) for a in operands]
+    gflop = 2 * m * k * n / 1e9
+    for form, product in forms.items():
+      jitted = jax.jit(product)
+      torch_ms = _median_ms(lambda: product(*on_torch), repeats)
+      jax_ms = _median_ms(lambda: jitted(*on_jax).block_until_ready(), repeats)
+      expected = product(*on_torch).numpy()
+      difference = np.abs(np.asarray(jitted(*on_jax)) - expected).max() / np.abs(expected).max()
+      rows.append({"benchmark": "matmul", "product": name, "form": form, "shape": [m, k, n],
+                   "torch_ms": round(torch_ms, 2), "jax_ms": round(jax_ms, 2),
+                   "torch_gflops_per_s": round(gflop / torch_ms * 1e3, 1),
+                   "jax_gflops_per_s": round(gflop / jax_ms * 1e3, 1),
+                   "relative_difference": float(difference)})
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,9 +133,15 @@ def main() -> None:
   parser.add_argument("--vocab_size", type=int, default=28996)
   parser.add_argument("--text_length", type=int, default=128)
   parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+  parser.add_argument("--matmuls", action="store_true",
+                      help="time the step's largest matrix products in torch and jax instead")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
+  if args.matmuls:
+    for row in time_matmuls(MATMULS, max(args.steps, 3)):
+      print(json.dumps(row), flush=True)
+    return
   torch.manual_seed(0)
   model = ClipReference(args.vocab_size).train()
   try:

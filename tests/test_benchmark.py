@@ -151,3 +151,22 @@ def test_input_and_eval_subcommands(tiny_data_dir):
   args.config_dict = benchmark._load_config(config)  # pylint: disable=protected-access
   result = benchmark.run_eval(args)
   assert result["batch"] == 4 and result["images_per_s"] > 0 and result["reports_per_s"] > 0
+
+
+def test_the_pytorch_matmul_comparison_times_the_same_products():
+  """scripts/bench_pytorch.py --matmuls: each product in its three train-step forms, both
+  libraries computing the same result."""
+  pytest.importorskip("torch")
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "bench_pytorch", os.path.join(ROOT, "scripts", "bench_pytorch.py"))
+  bench_pytorch = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench_pytorch)
+  rows = bench_pytorch.time_matmuls({"small": (6, 4, 5)}, repeats=1)
+  assert [(r["product"], r["form"]) for r in rows] == [
+      ("small", "x @ w"), ("small", "g @ w.T"), ("small", "x.T @ g")]
+  for row in rows:
+    assert row["shape"] == [6, 4, 5] and {"torch_ms", "jax_ms", "torch_gflops_per_s",
+                                           "jax_gflops_per_s"} <= set(row)
+    assert row["relative_difference"] < 1e-5
+  assert set(bench_pytorch.MATMULS) >= {"bert_ffn_in", "swin_stage1_mlp_in"}
