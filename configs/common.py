@@ -190,8 +190,9 @@ def base_config() -> ml_collections.ConfigDict:
              "Lung Opacity", "Atelectasis", "Lung Lesion", "Fracture",
              "Enlarged Cardiomediastinum", "Pleural Other", "Consolidation", "Pneumonia"]
   common = dict(dataset="", split="test", every_steps=0, num_bootstrap=1000)
-  # prior: the split whose class rates shift the zero-shot yes/no decision ("none": the logit
-  # alone); calibrate: fit that shift on the split's images; see clipmed/evaluators/prompt_sets.py.
+  # prior: the split whose class rates shift the zero-shot yes/no decision ("none" with
+  # calibrate=False: the logit alone); calibrate: fit that shift on the split's images (False: the
+  # rates' log odds alone); see clipmed/evaluators/prompt_sets.py.
   config.evals.zero_shot = dict(task="zero_shot", prompts="chexpert", classes=classes,
                                 where={}, prior="train", calibrate=True, **common)
   config.evals.retrieval = dict(task="retrieval", ks=(1, 5, 10), **common)
