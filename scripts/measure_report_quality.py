@@ -151,6 +151,28 @@ def macro_f1(scores: dict[str, tuple[int, int, int, float]]) -> float:
   return float(np.mean(found)) if found else float("nan")
 
 
+def f1_intervals(pred: np.ndarray, reference: np.ndarray, num_bootstrap: int = 1000,
+                 seed: int = 0) -> dict[str, tuple[float, float]]:
+  """95% percentile-bootstrap intervals of label_f1's F1 per category and of macro_f1 ("macro"),
+  resampling the reports (rows) with replacement; a category neither side finds in a resample is
+  left out of that resample's macro mean and of its own interval, as macro_f1 and _f1_text do.
+  Seeded: the same reports give the same intervals."""
+  hit = (pred == chexpert.POSITIVE) | (pred == chexpert.UNCERTAIN)
+  ref = (reference == chexpert.POSITIVE) | (reference == chexpert.UNCERTAIN)
+  rows = np.random.default_rng(seed).integers(0, len(pred), size=(num_bootstrap, len(pred)))
+  weights = np.stack([np.bincount(r, minlength=len(pred)) for r in rows]).astype(np.float64)
+  tp, fp, fn = (weights @ (a & b) for a, b in ((hit, ref), (hit, ~ref), (~hit, ref)))
+  found = tp + fp + fn > 0
+  f1 = np.where(found, 2 * tp / np.maximum(1, 2 * tp + fp + fn), np.nan)  # [B, 14]
+  out = {}
+  for j, name in enumerate(chexpert.CATEGORIES):
+    kept = f1[found[:, j], j]
+    out[name] = tuple(np.percentile(kept, [2.5, 97.5])) if kept.size else (math.nan, math.nan)
+  macro = np.nanmean(f1[:, [chexpert.INDEX[n] for n in MACRO_CATEGORIES]], axis=1)
+  out["macro"] = tuple(np.percentile(macro, [2.5, 97.5]))
+  return out
+
+
 def _f1_text(score: tuple[int, int, int, float], width: int) -> str:
   """The F1, or "-" when neither side finds the category."""
   return f"{score[3]:{width}.3f}" if sum(score[:3]) else f"{'-':>{width}s}"
@@ -197,6 +219,11 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str],
           + " ".join(_f1_text(scores[k][name], 7) for k in masks))
   print("  macro F1, 8 starred categories: "
         + ", ".join(f"{k} {macro_f1(scores[k]):.3f}" for k in masks))
+  intervals = {k: f1_intervals(pred[m], mesh[m]) for k, m in masks.items()}
+  print("  95% bootstrap intervals (1000 resamples of each half's reports):")
+  for name in ("macro",) + MACRO_CATEGORIES:
+    print(f"    {name:28s} " + ", ".join(
+        f"{k} [{intervals[k][name][0]:.3f}, {intervals[k][name][1]:.3f}]" for k in masks))
 
 
 def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vocab: str = "",

@@ -150,3 +150,20 @@ def test_compare_graph_nodes_counts_words_and_type():
   assert table["OBS-DA"] == (1, 0, 0, 0.0)
   assert table["OBS-U"] == (0, 1, 0, 0.0)
   assert table["ANAT-DP"] == (1, 2, 1, pytest.approx(2 / 3))
+
+
+def test_f1_intervals_resample_the_reports():
+  rng = np.random.default_rng(3)
+  reference = np.where(rng.random((200, 14)) < 0.3, chexpert.POSITIVE, np.nan)
+  reference[:, chexpert.INDEX["Edema"]] = np.nan  # found by neither side
+  pred = reference.copy()
+  perfect = mrq.f1_intervals(pred, reference)
+  assert perfect["macro"] == (1.0, 1.0) and perfect["Lung Lesion"] == (1.0, 1.0)
+  assert all(np.isnan(perfect["Edema"]))
+  flipped = rng.random(pred.shape) < 0.2  # a fifth of the answers wrong
+  pred[flipped] = np.where(np.isnan(reference[flipped]), chexpert.UNCERTAIN, np.nan)
+  intervals = mrq.f1_intervals(pred, reference, seed=5)
+  assert intervals == mrq.f1_intervals(pred, reference, seed=5)
+  point = mrq.macro_f1(mrq.label_f1(pred, reference))
+  low, high = intervals["macro"]
+  assert low < point < high and high - low < 0.2
