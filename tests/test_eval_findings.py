@@ -325,4 +325,6 @@ def test_a_prior_split_the_dataset_lacks_names_the_field(tmp_path):
     zero_shot.ZeroShot(config).decision(ctx, [0, 1])
   assert str(info.value).startswith("config.evals.zero_shot.prior='validation': dataset 'toy' "
                                     "has the splits ['test'], not 'validation'")
-  assert 'prior="none"' in str(info.value)
+  assert str(info.value).endswith("or decide on the logit alone: "
+                                  "--config.evals.zero_shot.prior=none "
+                                  "--config.evals.zero_shot.calibrate=False")

@@ -183,9 +183,14 @@ class PromptTask(Evaluator):
                                "or False")
     if self.calibrate and self.prior == "none":
       raise errors.ConfigError(f"config.evals.{self.name}.calibrate=True (the default) needs a "
-                               "prior split to calibrate on; for the logit alone add "
-                               f"--config.evals.{self.name}.calibrate=False to prior=none, or "
-                               "name a labelled split (prior=\"train\")")
+                               "prior split to calibrate on; name a labelled split "
+                               "(prior=\"train\"), or decide on the logit alone: "
+                               f"{self._logit_alone()}")
+
+  def _logit_alone(self) -> str:
+    """The overrides that make this task decide on the zero-shot logit alone."""
+    return (f"--config.evals.{self.name}.prior=none "
+            f"--config.evals.{self.name}.calibrate=False")
 
   def decision(self, ctx: EvalContext, columns: Sequence[int],
                keep: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -205,12 +210,13 @@ class PromptTask(Evaluator):
       labels = ctx.split_labels(self.prior)
     except errors.ConfigError as e:  # e.g. a dataset without that split
       raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: {e}; name a "
-                               "labelled split of it or set prior=\"none\"") from None
+                               "labelled split of it, or decide on the logit alone: "
+                               f"{self._logit_alone()}") from None
     rows = keep(labels) if keep is not None else np.ones(labels.shape[0], bool)
     if not np.any(rows):
       raise errors.ConfigError(f"config.evals.{self.name}.prior={self.prior!r}: that split of "
                                f"{ctx.dataset} has no rows to take class rates from; name another "
-                               "split or set prior=\"none\"")
+                               f"split, or decide on the logit alone: {self._logit_alone()}")
     labels = labels[rows][:, list(columns)]
     prior = prior_log_odds(labels == chexpert.POSITIVE, labels != chexpert.UNCERTAIN)
     logging.info("%s: decision prior from %s/%s (%d rows): %s", self.name, ctx.dataset,
