@@ -238,10 +238,10 @@ class Model:
     protocol): a likelihood ratio read at even odds, too high for a rare finding
     (clipmed/evaluators/prompt_sets.py). `priors` {finding: rate in (0, 1)}, e.g. the finding's
     rate in the training reports or in your population, adds its log odds to the logit: the
-    probability the evaluation's decision uses (config field `prior`). `calibrate_on`: images of
-    that population (no labels); each finding's offset is then fitted so that their mean
-    probability equals its prior rate (the evaluation's `calibrate=True`; every scored finding
-    needs a prior). Other arguments: see `prompt_sets`.
+    probability the evaluation's decision uses with `calibrate=False` (config field `prior`).
+    `calibrate_on`: images of that population (no labels); each finding's offset is then fitted
+    so that their mean probability equals its prior rate (the evaluation's default,
+    `calibrate=True`; every scored finding needs a prior). Other arguments: see `prompt_sets`.
     """
     classes, logits = self.zero_shot_logits(self.embed_images(images), findings, prompts)
     offset = prior_offset(classes, priors)
