@@ -182,6 +182,52 @@ def test_calibrated_probabilities_average_to_the_priors(tiny_workdir, model, tes
   assert "give a prior for ['Pleural Effusion']" in err and err.count("\n") == 1, err
 
 
+def test_an_evaluations_offsets_reproduce_its_yes_no_decisions(tiny_workdir, model,
+                                                               test_split_files, tmp_path,
+                                                               capsys):
+  """evaluation_offsets: the zero-shot probabilities above 1/2 are the evaluation's "yes" on the
+  test split's image files, and the offsets are refused for another step or other prompts."""
+  _, _, files = test_split_files
+  offsets = predict.evaluation_offsets(tiny_workdir)
+  examples = results_lib.read_examples(tiny_workdir)[("zero_shot", "synth_cxr")]
+  assert offsets.classes == tuple(examples["classes"]) and offsets.step == model.step
+  assert not np.allclose(offsets.offset, examples["prior_log_odds"])  # calibrated, the default
+  probs = model.zero_shot(files, offsets=offsets)
+  assert tuple(probs) == offsets.classes
+  ours = np.stack([probs[c] for c in offsets.classes], axis=1)
+  evaluated = examples["scores"] + examples["decision_offset"][None, :]
+  np.testing.assert_allclose(ours, 1 / (1 + np.exp(-evaluated)), rtol=1e-5)
+  np.testing.assert_array_equal(ours > 0.5, prompt_sets.says_yes(examples["scores"],
+                                                                 examples["decision_offset"]))
+  with pytest.raises(errors.ConfigError, match="fitted for the weights of step"):
+    model.zero_shot(files[:1], offsets=dataclasses.replace(offsets, step=offsets.step + 1))
+  with pytest.raises(errors.ConfigError, match="other prompt texts"):
+    model.zero_shot(files[:1], findings=["edema"],
+                    prompts={name: {"positive": ["Yes."], "negative": ["No."]}
+                             for name in offsets.classes}, offsets=offsets)
+  with pytest.raises(errors.ConfigError, match=r"no offset for \['No Finding'\]"):
+    model.zero_shot(files[:1], findings=["no finding"], offsets=offsets)
+  with pytest.raises(errors.ConfigError, match="not both"):
+    model.zero_shot(files[:1], priors={"edema": 0.1}, offsets=offsets)
+  with pytest.raises(errors.ConfigError, match="records no reusable yes/no decision"):
+    predict.evaluation_offsets(tiny_workdir, name="retrieval")
+  with pytest.raises(errors.FileError, match="evaluate it first"):
+    predict.evaluation_offsets(str(tmp_path))
+  # The CLI: the same probabilities for the evaluated findings.
+  out = tmp_path / "offsets.json"
+  assert cli.main(["--model", tiny_workdir, "--images", *files[:3], "--offsets-from",
+                   tiny_workdir, "--output", str(out)]) == 0
+  records = json.loads(out.read_text())
+  for name in offsets.classes:
+    np.testing.assert_allclose([r["findings"][name] for r in records], probs[name][:3],
+                               rtol=1e-6)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--model", tiny_workdir, "--images", files[0], "--offsets-from", tiny_workdir,
+              "--priors", "edema=0.1"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip().endswith("not both")
+
+
 def test_cli_scores_a_folder_and_reports_the_corrupt_file(tiny_workdir, tmp_path):
   folder = tmp_path / "scans"
   picture = fake_images.chest_like(60, 50, seed=1)

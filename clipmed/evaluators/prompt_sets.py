@@ -35,6 +35,7 @@ odds alone.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -106,6 +107,13 @@ def load_prompts(name_or_path: str, classes: Sequence[str]) -> dict[str, PromptS
       sets.append(tuple(prompts))
     out[name] = PromptSet(*sets)
   return out
+
+
+def prompt_sha256(prompts: dict[str, PromptSet], classes: Sequence[str]) -> str:
+  """SHA-256 of the prompt texts of `classes`, in order: names the prompts that a decision offset
+  was fitted with, so that it is never applied to the logits of other prompts."""
+  texts = [[name, list(prompts[name].positive), list(prompts[name].negative)] for name in classes]
+  return hashlib.sha256(json.dumps(texts).encode("utf-8")).hexdigest()
 
 
 def prior_log_odds(positive: np.ndarray, counted: np.ndarray) -> np.ndarray:
@@ -198,14 +206,17 @@ class PromptTask(Evaluator):
     the log odds of the classes' (`columns` of the dataset's labels) rates on the `prior` split,
     and "decision_offset" [K], what the decision adds to the logits: the prior log odds, or with
     `calibrate` the offsets fitted on the prior split's images (module docstring); zeros for
-    prior="none". `keep` (labels [N, C] -> [N] bool) selects the prior split's rows.
+    prior="none"; and "prompt_sha256", the prompts they belong to (clipmed.predict reuses the
+    offsets only with the same prompt texts). `keep` (labels [N, C] -> [N] bool) selects the
+    prior split's rows.
 
     Raises:
       ConfigError: the dataset has no such split, or it has no rows (left).
     """
+    prompts = np.asarray(prompt_sha256(self.prompts, self.classes))
     if self.prior == "none":
       zeros = np.zeros(len(columns))
-      return {"prior_log_odds": zeros, "decision_offset": zeros}
+      return {"prior_log_odds": zeros, "decision_offset": zeros, "prompt_sha256": prompts}
     try:
       labels = ctx.split_labels(self.prior)
     except errors.ConfigError as e:  # e.g. a dataset without that split
@@ -230,7 +241,7 @@ class PromptTask(Evaluator):
                    "%s", self.name, int(rows.sum()), self.prior,
                    ", ".join(f"{c} {p:+.2f} -> {o:+.2f}"
                              for c, p, o in zip(self.classes, prior, offset)))
-    return {"prior_log_odds": prior, "decision_offset": offset}
+    return {"prior_log_odds": prior, "decision_offset": offset, "prompt_sha256": prompts}
 
 
 def prompt_logits(ctx: EvalContext, image: np.ndarray, prompts: dict[str, PromptSet],

@@ -33,6 +33,7 @@ from PIL import Image
 
 from clipmed import errors
 from clipmed.evaluators import prompt_sets
+from clipmed.evaluators import results as results_lib
 from clipmed.evaluators.base import EvalContext
 from clipmed.evaluators.embedder import Embedder
 from clipmed.models import saved
@@ -229,8 +230,8 @@ class Model:
 
   def zero_shot(self, images: ImageInput | Sequence[ImageInput], findings=None,
                 prompts=None, priors: Mapping[str, float] | None = None,
-                calibrate_on: ImageInput | Sequence[ImageInput] | None = None
-                ) -> dict[str, np.ndarray]:
+                calibrate_on: ImageInput | Sequence[ImageInput] | None = None,
+                offsets: "DecisionOffsets | None" = None) -> dict[str, np.ndarray]:
     """{finding: [N] probability} per image with the project's prompt protocol.
 
     Without `priors` the probability is softmax over (mean positive, mean negative prompt
@@ -241,10 +242,20 @@ class Model:
     probability the evaluation's decision uses with `calibrate=False` (config field `prior`).
     `calibrate_on`: images of that population (no labels); each finding's offset is then fitted
     so that their mean probability equals its prior rate (the evaluation's default,
-    `calibrate=True`; every scored finding needs a prior). Other arguments: see `prompt_sets`.
+    `calibrate=True`; every scored finding needs a prior). `offsets`: the offsets an evaluation
+    of this model fitted (`evaluation_offsets`), instead of priors: the evaluation's own yes/no
+    decision, probability above 1/2 (findings default to the evaluated ones). Other arguments:
+    see `prompt_sets`.
     """
+    if offsets is not None:
+      if priors is not None or calibrate_on is not None:
+        raise errors.ConfigError("give either an evaluation's offsets or priors (and calibration "
+                                 "images), not both")
+      findings = list(offsets.classes) if findings is None else findings
     classes, logits = self.zero_shot_logits(self.embed_images(images), findings, prompts)
     offset = prior_offset(classes, priors)
+    if offsets is not None:
+      offset = offsets.for_model(self, classes, prompts)
     if calibrate_on is not None:
       check_calibration_priors(classes, priors)
       _, population = self.zero_shot_logits(self.embed_images(calibrate_on), classes, prompts)
@@ -267,6 +278,81 @@ def top_k(image_embeddings: np.ndarray, report_embeddings: np.ndarray,
   sims = np.asarray(image_embeddings, np.float32) @ np.asarray(report_embeddings, np.float32).T
   order = np.argsort(-sims, axis=1, kind="stable")[:, :min(k, sims.shape[1])]
   return order, np.take_along_axis(sims, order, axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionOffsets:
+  """The yes/no offsets an evaluation fitted and saved with its examples (evaluation_offsets):
+  `offset` [K] of the findings `classes`, for the weights of training step `step` and the prompt
+  texts that hash to `prompt_sha256` (prompt_sets.prompt_sha256); `source` is the file."""
+  classes: tuple[str, ...]
+  offset: np.ndarray
+  step: int
+  prompt_sha256: str
+  source: str
+
+  def for_model(self, model: "Model", classes: Sequence[str], prompts=None) -> np.ndarray:
+    """[K] offsets of `classes` (names as Model.prompt_sets returns them) for `model`'s logits
+    with `prompts`.
+
+    Raises:
+      ConfigError: the model's step or the prompt texts differ from the evaluation's, or a class
+        was not evaluated.
+    """
+    if model.step != self.step:
+      raise errors.ConfigError(f"{self.source} was fitted for the weights of step {self.step}; "
+                               f"this model is step {model.step}: load step {self.step}, or "
+                               "evaluate this step (python -m clipmed.evaluate --step ...)")
+    evaluated, sets = model.prompt_sets(list(self.classes), prompts)
+    if prompt_sets.prompt_sha256(sets, evaluated) != self.prompt_sha256:
+      raise errors.ConfigError(f"{self.source} was fitted with other prompt texts than "
+                               f"{prompts or model.default_prompts!r} gives these findings; score "
+                               "them with the prompts the evaluation used")
+    missing = [name for name in classes if name not in evaluated]
+    if missing:
+      raise errors.ConfigError(f"{self.source} has no offset for {missing}; the evaluated "
+                               f"findings are {list(evaluated)}")
+    return np.array([self.offset[evaluated.index(name)] for name in classes])
+
+
+def evaluation_offsets(path: str, name: str = "zero_shot",
+                       dataset: str | None = None) -> DecisionOffsets:
+  """The yes/no offsets the evaluation `name` (a config.evals key) saved in a training workdir
+  (examples/<name>/<dataset>.npz; `dataset` may be left out when only one was evaluated), or in
+  the .npz file `path`.
+
+  Raises:
+    FileError: no such evaluation was saved.
+    ConfigError: several datasets and none chosen, or examples without a yes/no decision.
+  """
+  path = os.path.expanduser(os.fspath(path))
+  if not path.endswith(".npz"):
+    folder = os.path.join(path, results_lib.EXAMPLES_DIR, name)
+    found = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(
+        folder) else []
+    if not found:
+      raise errors.FileError(f"{path} has no saved {name!r} evaluation ({folder}/*.npz); "
+                             f"evaluate it first: python -m clipmed.evaluate --workdir={path} "
+                             "--config=<its config>")
+    if dataset is None and len(found) > 1:
+      raise errors.ConfigError(f"{folder} holds the evaluations of {found}; choose one "
+                               "(dataset=, or the .npz file itself)")
+    if dataset is not None and dataset not in found:
+      raise errors.FileError(f"{folder} has no evaluation of {dataset!r}, only of {found}")
+    path = os.path.join(folder, f"{dataset or found[0]}.npz")
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {key: npz[key] for key in npz.files}
+  except (OSError, ValueError) as e:
+    raise errors.FileError(f"cannot read {path}: {e}") from None
+  if "prompt_sha256" not in arrays or "decision_offset" not in arrays:
+    raise errors.ConfigError(f"{path} records no reusable yes/no decision (a task without one, "
+                             "or evaluated before clipmed saved its prompts); evaluate the "
+                             "workdir again with python -m clipmed.evaluate")
+  return DecisionOffsets(classes=tuple(str(c) for c in arrays["classes"]),
+                         offset=np.asarray(arrays["decision_offset"], np.float64),
+                         step=int(arrays["step"]), prompt_sha256=str(arrays["prompt_sha256"]),
+                         source=path)
 
 
 def prior_offset(classes: Sequence[str], priors: Mapping[str, float] | None) -> np.ndarray:

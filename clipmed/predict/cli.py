@@ -2,7 +2,7 @@
 
     python -m clipmed.predict --model DIR --images a.png b.dcm scans/ \\
         [--findings "pleural effusion,pneumothorax"] [--priors "pneumothorax=0.05,..."] \\
-        [--calibrate-on population/] \\
+        [--calibrate-on population/ | --offsets-from WORKDIR] \\
         [--reports reports.csv --top-k 5] \\
         [--output out.csv|out.json]
 
@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from clipmed import errors
-from clipmed.predict import (DEFAULT_BATCH_SIZE, Model, calibrate, check_calibration_priors,
-                             load, prior_offset, probabilities, top_k)
+from clipmed.predict import (DEFAULT_BATCH_SIZE, DecisionOffsets, Model, calibrate,
+                             check_calibration_priors, evaluation_offsets, load, prior_offset,
+                             probabilities, top_k)
 
 # Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -129,18 +130,26 @@ def calibration_offset(model: Model, files: Sequence[str], classes: Sequence[str
 def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
                   priors: Mapping[str, float] | None = None,
                   reports: Sequence[str] | None = None, top_k_reports: int = 5,
-                  progress: bool = True, calibrate_on: Sequence[str] | None = None
-                  ) -> list[dict[str, Any]]:
+                  progress: bool = True, calibrate_on: Sequence[str] | None = None,
+                  offsets: DecisionOffsets | None = None) -> list[dict[str, Any]]:
   """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
   `priors`: {finding: prior rate}, see clipmed.predict.prior_offset; `calibrate_on`: image files
-  of the population the priors describe, see clipmed.predict.calibrate.
+  of the population the priors describe, see clipmed.predict.calibrate; `offsets`: an
+  evaluation's decision offsets instead, see clipmed.predict.evaluation_offsets.
 
   Returns:
     One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
     probability}, "reports": [{"rank", "index", "report", "similarity"}]}.
   """
+  if offsets is not None:
+    if priors is not None or calibrate_on is not None:
+      raise errors.ConfigError("give either --offsets-from or --priors (and --calibrate-on), not "
+                               "both")
+    findings = list(offsets.classes) if findings is None else findings
   classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
   offset = prior_offset(classes, priors)  # and the priors
+  if offsets is not None:
+    offset = offsets.for_model(model, classes, prompts)  # and the offsets
   if calibrate_on is not None:
     offset = calibration_offset(model, calibrate_on, classes, priors, prompts)
   report_emb = model.embed_reports(reports) if reports else None
@@ -208,6 +217,10 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="image files and/or directories of the population the --priors "
                            "describe (no labels): each finding's offset is fitted so that their "
                            "mean probability equals its prior; needs a prior for every finding")
+  parser.add_argument("--offsets-from", default=None, metavar="WORKDIR",
+                      help="a training workdir (or its examples/zero_shot/<dataset>.npz): use "
+                           "the yes/no offsets its evaluation fitted, so that a probability "
+                           "above 1/2 is the evaluation's \"yes\" (same step and prompts)")
   parser.add_argument("--reports", default=None,
                       help="CSV with a \"report\" column: retrieve the closest reports")
   parser.add_argument("--top-k", type=int, default=5, help="reports retrieved per image")
@@ -238,10 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not calibration:
         raise errors.FileError(f"--calibrate-on {' '.join(args.calibrate_on)}: no image files "
                                "found")
+    offsets = evaluation_offsets(args.offsets_from) if args.offsets_from else None
     model = load(args.model, args.step, config=args.config, batch_size=args.batch_size)
     records = predict_files(model, files, findings=findings, prompts=args.prompts,
                             priors=priors, reports=reports, top_k_reports=args.top_k,
-                            calibrate_on=calibration)
+                            calibrate_on=calibration, offsets=offsets)
     write_records(records, args.output)
   failed = sum(r["error"] is not None for r in records)
   print(f"scored {len(files) - failed} of {len(files)} images"
