@@ -305,9 +305,11 @@ class DecisionOffsets:
                                "evaluate this step (python -m clipmed.evaluate --step ...)")
     evaluated, sets = model.prompt_sets(list(self.classes), prompts)
     if prompt_sets.prompt_sha256(sets, evaluated) != self.prompt_sha256:
-      raise errors.ConfigError(f"{self.source} was fitted with other prompt texts than "
-                               f"{prompts or model.default_prompts!r} gives these findings; score "
-                               "them with the prompts the evaluation used")
+      given = ("the prompts given" if isinstance(prompts, Mapping)
+               else repr(prompts or model.default_prompts))
+      raise errors.ConfigError(f"{self.source} was fitted with other prompt texts than {given} "
+                               "gives these findings; score them with the prompts the "
+                               "evaluation used")
     missing = [name for name in classes if name not in evaluated]
     if missing:
       raise errors.ConfigError(f"{self.source} has no offset for {missing}; the evaluated "
