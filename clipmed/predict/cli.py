@@ -12,6 +12,7 @@ field, and the other files are still scored (exit status 0; 1 when no file could
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -21,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from clipmed import errors
-from clipmed.predict import (DEFAULT_BATCH_SIZE, DecisionOffsets, Model, calibrate,
-                             check_calibration_priors, evaluation_offsets, load, prior_offset,
-                             probabilities, top_k)
+from clipmed.predict import DEFAULT_BATCH_SIZE, Model, load, top_k
+from clipmed.predict.decision import (DecisionOffsets, decision_offset, evaluation_offsets,
+                                      probabilities)
 
 # Files `--images DIR` picks up; files without a suffix are included too (DICOMs often have none).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
@@ -116,15 +117,13 @@ def file_logits(model: Model, files: Sequence[str], classes: Sequence[str], prom
   bar.close()
 
 
-def calibration_offset(model: Model, files: Sequence[str], classes: Sequence[str],
-                       priors: Mapping[str, float] | None, prompts=None) -> np.ndarray:
-  """[K] offsets calibrated on the image files of a population (clipmed.predict.calibrate);
+def population_logits(model: Model, files: Sequence[str], classes: Sequence[str],
+                      prompts=None) -> np.ndarray:
+  """[M, K] zero-shot logits of the readable image files of a population (for calibration);
   unreadable files are reported on stderr and left out."""
-  check_calibration_priors(classes, priors)  # before any image is read
   logits = [logits for _, rows, _, logits in
             file_logits(model, files, classes, prompts, what="calibration image") if rows]
-  return calibrate(classes, priors,
-                   np.concatenate(logits) if logits else np.zeros((0, len(classes))))
+  return np.concatenate(logits) if logits else np.zeros((0, len(classes)))
 
 
 def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=None,
@@ -133,25 +132,21 @@ def predict_files(model: Model, files: Sequence[str], *, findings=None, prompts=
                   progress: bool = True, calibrate_on: Sequence[str] | None = None,
                   offsets: DecisionOffsets | None = None) -> list[dict[str, Any]]:
   """Scores image files one batch at a time; an unreadable file gets an "error" and is skipped.
-  `priors`: {finding: prior rate}, see clipmed.predict.prior_offset; `calibrate_on`: image files
-  of the population the priors describe, see clipmed.predict.calibrate; `offsets`: an
-  evaluation's decision offsets instead, see clipmed.predict.evaluation_offsets.
+  `priors`, `calibrate_on` (image files of the population the priors describe) and `offsets` (an
+  evaluation's, instead): see clipmed.predict.decision.decision_offset.
 
   Returns:
     One record per file, in order: {"file", "error" (None or the reason), "findings": {name:
     probability}, "reports": [{"rank", "index", "report", "similarity"}]}.
   """
-  if offsets is not None:
-    if priors is not None or calibrate_on is not None:
-      raise errors.ConfigError("give either --offsets-from or --priors (and --calibrate-on), not "
-                               "both")
-    findings = list(offsets.classes) if findings is None else findings
+  if offsets is not None and findings is None:
+    findings = list(offsets.classes)
   classes, _ = model.prompt_sets(findings, prompts)  # checks the findings before any work
-  offset = prior_offset(classes, priors)  # and the priors
-  if offsets is not None:
-    offset = offsets.for_model(model, classes, prompts)  # and the offsets
+  population = None
   if calibrate_on is not None:
-    offset = calibration_offset(model, calibrate_on, classes, priors, prompts)
+    population = functools.partial(population_logits, model, calibrate_on, classes, prompts)
+  offset = decision_offset(model, classes, prompts, priors=priors, offsets=offsets,
+                           population=population)
   report_emb = model.embed_reports(reports) if reports else None
   records = [{"file": f, "error": None, "findings": {}, "reports": []} for f in files]
   for failed, rows, emb, logits in file_logits(model, files, classes, prompts, progress):
@@ -251,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not calibration:
         raise errors.FileError(f"--calibrate-on {' '.join(args.calibrate_on)}: no image files "
                                "found")
+    if args.offsets_from and (args.priors or args.calibrate_on):
+      raise errors.ConfigError("give either --offsets-from or --priors (and --calibrate-on), not "
+                               "both")
     offsets = evaluation_offsets(args.offsets_from) if args.offsets_from else None
     model = load(args.model, args.step, config=args.config, batch_size=args.batch_size)
     records = predict_files(model, files, findings=findings, prompts=args.prompts,
