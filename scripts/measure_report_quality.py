@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clipmed.errors import UserError  # noqa: E402
+from clipmed.evaluators import metrics  # noqa: E402
 from clipmed.report import chexpert  # noqa: E402
 from clipmed.report import hard_negatives  # noqa: E402
 from clipmed.report import labeler  # noqa: E402
@@ -131,11 +132,15 @@ def calcified_nodule_correction(mesh_codes: str, positives: np.ndarray) -> np.nd
   return out
 
 
+def _mentioned(labels: np.ndarray) -> np.ndarray:
+  """[N, 14] labels in the labeler convention -> bool positive or uncertain, what F1 scores."""
+  return (labels == chexpert.POSITIVE) | (labels == chexpert.UNCERTAIN)
+
+
 def label_f1(pred: np.ndarray, reference: np.ndarray) -> dict[str, tuple[int, int, int, float]]:
   """Per category: (tp, fp, fn, F1) of positive-or-uncertain against reference positive-or-
   uncertain (both [N, 14] in the labeler convention)."""
-  hit = (pred == chexpert.POSITIVE) | (pred == chexpert.UNCERTAIN)
-  ref = (reference == chexpert.POSITIVE) | (reference == chexpert.UNCERTAIN)
+  hit, ref = _mentioned(pred), _mentioned(reference)
   out = {}
   for j, name in enumerate(chexpert.CATEGORIES):
     tp = int(np.sum(hit[:, j] & ref[:, j]))
@@ -153,24 +158,23 @@ def macro_f1(scores: dict[str, tuple[int, int, int, float]]) -> float:
 
 def f1_intervals(pred: np.ndarray, reference: np.ndarray, num_bootstrap: int = 1000,
                  seed: int = 0) -> dict[str, tuple[float, float]]:
-  """95% percentile-bootstrap intervals of label_f1's F1 per category and of macro_f1 ("macro"),
-  resampling the reports (rows) with replacement; a category neither side finds in a resample is
-  left out of that resample's macro mean and of its own interval, as macro_f1 and _f1_text do.
-  Seeded: the same reports give the same intervals."""
-  hit = (pred == chexpert.POSITIVE) | (pred == chexpert.UNCERTAIN)
-  ref = (reference == chexpert.POSITIVE) | (reference == chexpert.UNCERTAIN)
-  rows = np.random.default_rng(seed).integers(0, len(pred), size=(num_bootstrap, len(pred)))
-  weights = np.stack([np.bincount(r, minlength=len(pred)) for r in rows]).astype(np.float64)
-  tp, fp, fn = (weights @ (a & b) for a, b in ((hit, ref), (hit, ~ref), (~hit, ref)))
-  found = tp + fp + fn > 0
-  f1 = np.where(found, 2 * tp / np.maximum(1, 2 * tp + fp + fn), np.nan)  # [B, 14]
-  out = {}
-  for j, name in enumerate(chexpert.CATEGORIES):
-    kept = f1[found[:, j], j]
-    out[name] = tuple(np.percentile(kept, [2.5, 97.5])) if kept.size else (math.nan, math.nan)
-  macro = np.nanmean(f1[:, [chexpert.INDEX[n] for n in MACRO_CATEGORIES]], axis=1)
-  out["macro"] = tuple(np.percentile(macro, [2.5, 97.5]))
-  return out
+  """95% percentile-bootstrap intervals (the evaluation's metrics.bootstrap over the reports) of
+  label_f1's F1 per category and of macro_f1 ("macro"); a category neither side finds in a
+  resample is left out of that resample's macro mean and of its own interval, as macro_f1 and
+  _f1_text do. Seeded: the same reports give the same intervals."""
+  hit, ref = _mentioned(pred), _mentioned(reference)
+  counts = [(a & b).astype(np.float64) for a, b in ((hit, ref), (hit, ~ref), (~hit, ref))]
+  macro_columns = [chexpert.INDEX[n] for n in MACRO_CATEGORIES]
+
+  def stat_fn(w):  # [R, N] report weights -> {name: [R]}
+    tp, fp, fn = (w @ c for c in counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)  # [R, 14]
+    out = {name: f1[:, j] for j, name in enumerate(chexpert.CATEGORIES)}
+    out["macro"] = np.nanmean(f1[:, macro_columns], axis=1)
+    return out
+  intervals = metrics.bootstrap(stat_fn, len(pred), num_resamples=num_bootstrap, seed=seed)
+  return {name: (m.ci_low, m.ci_high) for name, m in intervals.items()}
 
 
 def _f1_text(score: tuple[int, int, int, float], width: int) -> str:
