@@ -6,9 +6,11 @@
 
 --openi: a CSV with columns uid, findings, impression and the 14 CheXpert categories (1 where a
 MeSH code maps to the category, blank otherwise; blank means "not coded", not negative); with a
-mesh column, a Lung Lesion that comes only from calcified nodules is dropped
-(calcified_nodule_correction: the reference's own rule that a calcified granuloma is not a lung
-lesion, CheXpert's "calcified nodul" unmention). Prints:
+mesh column, two codings the CSV maps against its own (CheXpert's) definitions are corrected
+(REFERENCE_CORRECTIONS; --raw_reference keeps the CSV as it is): an enlarged cardiac shadow is
+Cardiomegaly (CheXpert's Cardiomegaly mentions include the cardiac shadow and silhouette), and a
+Lung Lesion that comes only from calcified nodules is dropped (the reference's own rule that a
+calcified granuloma is not a lung lesion, CheXpert's "calcified nodul" unmention). Prints:
   * labels: per-category F1 of "positive or uncertain" against the MeSH positives, and the macro
     F1 over the eight categories the acceptance criterion names, on the develop half, the
     held-out half and the whole file. The halves are fixed by a hash of the uid (split_half), so
@@ -16,7 +18,9 @@ lesion, CheXpert's "calcified nodul" unmention). Prints:
   * hard negatives: the share of abnormal reports that get a CXR-Align triplet, and the triplets
     that fail a check (re-labelled: the chosen entity negative in r^n and not mentioned in r^r,
     every other category (No Finding aside) unchanged; r^r not empty; r^n not equal to r);
-  * speed: reports per second of the labeler on one core (CPU time of this process).
+  * speed: reports per second of the labeler on one core (CPU time of this process);
+  * with --errors develop | held-out | all: each report of that half where the labels and the
+    reference disagree on a starred category, with the sentences behind the label.
 With --chexbert chexbert.pth --vocab bert-base-uncased/ (the optional CheXbert labeler) it also
 prints CheXbert's F1 against MeSH and its per-category agreement with the rules; with --radgraph
 (the optional `radgraph` package and its model) the agreement of the rule graphs with RadGraph's
@@ -52,6 +56,7 @@ from clipmed.report import chexpert  # noqa: E402
 from clipmed.report import hard_negatives  # noqa: E402
 from clipmed.report import labeler  # noqa: E402
 from clipmed.report import sections  # noqa: E402
+from clipmed.report import sentences  # noqa: E402
 
 MACRO_CATEGORIES = ("No Finding", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Atelectasis",
                     "Pleural Effusion", "Fracture", "Support Devices")
@@ -64,13 +69,27 @@ def split_half(uid: str) -> str:
   return HALVES[hashlib.sha256(uid.strip().encode("utf-8")).digest()[-1] % 2]
 
 
-def _read_openi(path: str, correct: bool = True
-                ) -> tuple[list[str], list[str], np.ndarray, int]:
-  """(uids, report texts, MeSH positives float32 [N, 14], reports corrected) of the --openi CSV.
+@dataclasses.dataclass
+class OpenIReports:
+  """The --openi CSV.
 
-  The positives are the CSV's, with calcified_nodule_correction applied to each row when
-  `correct`.
+  Attributes:
+    uids: the reports' uids.
+    texts: FINDINGS + IMPRESSION of each report.
+    codes: each report's MeSH codes, ";"-separated ("" without a mesh column).
+    positives: float32 [N, 14], 1.0 where the reference codes the category.
+    corrected: for each of REFERENCE_CORRECTIONS, the number of reports it changed.
   """
+  uids: list[str]
+  texts: list[str]
+  codes: list[str]
+  positives: np.ndarray
+  corrected: dict[str, int]
+
+
+def _read_openi(path: str, correct: bool = True) -> OpenIReports:
+  """The --openi CSV; its positives with REFERENCE_CORRECTIONS applied to each row when
+  `correct`."""
   try:
     with open(path, newline="", encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
@@ -83,14 +102,16 @@ def _read_openi(path: str, correct: bool = True
   if missing:
     raise UserError(f"{path}: missing columns {missing}")
   texts = [sections.join_fields(r["findings"], r["impression"]) for r in rows]
+  codes = [r.get("mesh") or "" for r in rows]
   mesh = np.array([[1.0 if r[c].strip() in ("1", "1.0") else 0.0 for c in chexpert.CATEGORIES]
                    for r in rows], dtype=np.float32)
-  corrected = 0
-  for i, r in enumerate(rows if correct else ()):
-    row = calcified_nodule_correction(r.get("mesh", ""), mesh[i])
-    corrected += int((row != mesh[i]).any())
-    mesh[i] = row
-  return [r["uid"] for r in rows], texts, mesh, corrected
+  corrected = {name: 0 for name in REFERENCE_CORRECTIONS}
+  for name, correction in REFERENCE_CORRECTIONS.items() if correct else ():
+    for i, report_codes in enumerate(codes):
+      row = correction(report_codes, mesh[i])
+      corrected[name] += int((row != mesh[i]).any())
+      mesh[i] = row
+  return OpenIReports([r["uid"] for r in rows], texts, codes, mesh, corrected)
 
 
 # MeSH headings of a calcified lesion: a Nodule coded at the same site as one of these is a
@@ -130,6 +151,39 @@ def calcified_nodule_correction(mesh_codes: str, positives: np.ndarray) -> np.nd
     if not out[others].any():
       out[chexpert.NO_FINDING] = 1.0
   return out
+
+
+def enlarged_cardiac_shadow_correction(mesh_codes: str, positives: np.ndarray) -> np.ndarray:
+  """The reference row with Cardiomegaly when MeSH codes an enlarged cardiac shadow.
+
+  The indexers code an enlarged heart as Cardiomegaly or as Cardiac Shadow/enlarged (the
+  cardiac silhouette); the CSV maps only the first. CheXpert's Cardiomegaly mentions include
+  the cardiac shadow, silhouette and contour, so an enlarged one is Cardiomegaly, and No Finding
+  is then 0.
+
+  Args:
+    mesh_codes: the report's MeSH codes, ";"-separated.
+    positives: float32 [14], 1.0 where the CSV maps a code to the category.
+
+  Returns:
+    float32 [14], a corrected copy.
+  """
+  out = positives.copy()
+  for code in mesh_codes.split(";"):
+    heading, *qualifiers = [part.strip() for part in code.split("/")]
+    if heading == "Cardiac Shadow" and "enlarged" in qualifiers:
+      out[chexpert.INDEX["Cardiomegaly"]] = 1.0
+      out[chexpert.NO_FINDING] = 0.0
+  return out
+
+
+# What the reference's categories are corrected by (--raw_reference: none), in this order: the
+# printed name -> function(mesh codes, positives [14]) -> corrected positives.
+REFERENCE_CORRECTIONS = {
+    "with an enlarged cardiac shadow count as Cardiomegaly": enlarged_cardiac_shadow_correction,
+    "whose only Nodule codes are calcified nodules (coded at the site of a Calcified Granuloma / "
+    "Calcinosis code) count without Lung Lesion": calcified_nodule_correction,
+}
 
 
 def _mentioned(labels: np.ndarray) -> np.ndarray:
@@ -230,10 +284,42 @@ def _print_f1_table(pred: np.ndarray, mesh: np.ndarray, halves: list[str],
         f"{k} [{intervals[k][name][0]:.3f}, {intervals[k][name][1]:.3f}]" for k in masks))
 
 
+_STATUS_NAMES = {chexpert.POSITIVE: "positive", chexpert.NEGATIVE: "negative",
+                 chexpert.UNCERTAIN: "uncertain"}
+
+
+def print_errors(reports: OpenIReports, pred: np.ndarray, halves: list[str], half: str) -> None:
+  """Prints every report of `half` ("all": both) where the labels and the reference disagree on
+  a starred category: the kind of error, the reference's codes, and each sentence that
+  mentions the category with the status the rules read there (for No Finding: every finding
+  not read as negative; the whole text when there is no such sentence)."""
+  hit, ref = _mentioned(pred), _mentioned(reports.positives)
+  print(f"Errors, {half} reports (FP: labels positive or uncertain, reference not; FN: the "
+        "other way round):")
+  for name in MACRO_CATEGORIES:
+    k = chexpert.INDEX[name]
+    for i, uid in enumerate(reports.uids):
+      if half not in ("all", halves[i]) or hit[i, k] == ref[i, k]:
+        continue
+      kind = "FN" if ref[i, k] else f"FP ({_STATUS_NAMES[float(pred[i, k])]})"
+      print(f"  --- {name} {kind}, uid {uid} ({halves[i]}); reference codes: "
+            f"{reports.codes[i] or '-'}")
+      said = [(sentence, m) for sentence, m in labeler.sentences_with_mentions(
+          sentences.split_sentences(sections.clinical_text(reports.texts[i])))
+              if m.category == k or (k == chexpert.NO_FINDING
+                                     and m.status != chexpert.NEGATIVE)]
+      for sentence, m in said:
+        print(f"    {chexpert.CATEGORIES[m.category]}, {_STATUS_NAMES[m.status]} "
+              f"\"{sentence[m.start:m.end]}\": {sentence}")
+      if not said:
+        print(f"    (no mention) {reports.texts[i]}")
+
+
 def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vocab: str = "",
                   chexbert_heads: int = 12, radgraph: bool = False,
-                  raw_reference: bool = False) -> None:
-  uids, texts, mesh, corrected = _read_openi(path, correct=not raw_reference)
+                  raw_reference: bool = False, errors: str = "") -> None:
+  reports = _read_openi(path, correct=not raw_reference)
+  texts, mesh = reports.texts, reports.positives
   # Speed: CPU time of this (single-threaded) process, best of three passes, so that other
   # processes on a shared machine count against the labeler as little as possible.
   elapsed = float("inf")
@@ -241,10 +327,12 @@ def measure_openi(path: str, seed: int, examples: int, *, chexbert: str = "", vo
     start = time.process_time()
     pred = labeler.label_reports(texts)
     elapsed = min(elapsed, time.process_time() - start)
-  halves = [split_half(u) for u in uids]
-  print(f"Reference: {corrected} reports whose only Nodule codes are calcified nodules (coded at "
-        "the site of a Calcified Granuloma / Calcinosis code) count without Lung Lesion")
+  halves = [split_half(u) for u in reports.uids]
+  print("Reference" + (" as the CSV has it (--raw_reference)" if raw_reference else "") + ":"
+        + "".join(f"\n  {n} reports {name}" for name, n in reports.corrected.items()))
   _print_f1_table(pred, mesh, halves)
+  if errors:
+    print_errors(reports, pred, halves, errors)
   if chexbert:
     from clipmed.report import chexbert_labeler  # heavy imports only when asked for
     other = chexbert_labeler.CheXbertLabeler.from_checkpoint(
@@ -429,7 +517,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="attention heads of the CheXbert checkpoint (12 for BERT-base)")
   parser.add_argument("--raw_reference", action="store_true",
                       help="with --openi: score against the CSV's categories as they are, "
-                           "without calcified_nodule_correction")
+                           "without REFERENCE_CORRECTIONS")
+  parser.add_argument("--errors", choices=HALVES + ("all",), default=None,
+                      help="with --openi: print the reports of this half where the labels and "
+                           "the reference disagree, with the sentences behind each label")
   parser.add_argument("--radgraph", action="store_true",
                       help="with --openi: also compare the rule graphs with RadGraph's")
   args = parser.parse_args(argv)
@@ -441,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.openi:
       measure_openi(args.openi, args.seed, args.examples, chexbert=args.chexbert,
                     vocab=args.vocab, chexbert_heads=args.chexbert_heads,
-                    radgraph=args.radgraph, raw_reference=args.raw_reference)
+                    radgraph=args.radgraph, raw_reference=args.raw_reference,
+                    errors=args.errors or "")
     else:
       if not args.data_dir:
         raise UserError(f"--dataset {args.dataset} needs --data_dir (the download folder)")

@@ -69,23 +69,30 @@ def test_chexpert_plus_agreement_with_chexbert(tmp_path):
   assert rows["Pleural Effusion"][:3] == ["1", "1", "1.000"]
 
 
-def test_openi_mode_on_a_small_csv(tmp_path):
-  path = tmp_path / "reports.csv"
-  rows = [("1", "Large right upper lobe mass.", "Lung mass.", {"Lung Lesion": "1"}),
-          ("2", "Heart size is normal. Lungs are clear.", "Normal.", {"No Finding": "1"}),
-          ("3", "Small left pleural effusion. Moderate cardiomegaly.", "",
-           {"Pleural Effusion": "1", "Cardiomegaly": "1"}),
-          ("4", "Lungs are clear.", "No acute disease.", {"No Finding": "1"})]
+def _write_openi(path, rows) -> str:
+  """An openi_dev.csv-style file of rows (uid, findings, impression, mesh codes, {category: "1"})."""
   with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["uid", "findings", "impression", "mesh", *chexpert.CATEGORIES])
-    for uid, findings, impression, labels in rows:
-      writer.writerow([uid, findings, impression, "Mass/lung/upper lobe/right" if uid == "1"
-                       else ""] + [labels.get(c, "") for c in chexpert.CATEGORIES])
-  result = _run("--openi", str(path))
+    for uid, findings, impression, codes, labels in rows:
+      writer.writerow([uid, findings, impression, codes]
+                      + [labels.get(c, "") for c in chexpert.CATEGORIES])
+  return str(path)
+
+
+def test_openi_mode_on_a_small_csv(tmp_path):
+  path = _write_openi(tmp_path / "reports.csv", [
+      ("1", "Large right upper lobe mass.", "Lung mass.", "Mass/lung/upper lobe/right",
+       {"Lung Lesion": "1"}),
+      ("2", "Heart size is normal. Lungs are clear.", "Normal.", "", {"No Finding": "1"}),
+      ("3", "Small left pleural effusion. Moderate cardiomegaly.", "", "",
+       {"Pleural Effusion": "1", "Cardiomegaly": "1"}),
+      ("4", "Lungs are clear.", "No acute disease.", "", {"No Finding": "1"})])
+  result = _run("--openi", path)
   assert result.returncode == 0, result.stderr
   assert "all 4 reports" in result.stdout
-  assert "Reference: 0 reports" in result.stdout
+  assert "0 reports with an enlarged cardiac shadow" in result.stdout
+  assert "0 reports whose only Nodule codes are calcified nodules" in result.stdout
   for name in ("No Finding", "Cardiomegaly", "Lung Lesion", "Pleural Effusion"):
     assert re.search(name + r" +\d+ +\d+ +0 +0 .* 1\.000\n", result.stdout), name
   assert re.search(r"Fracture +0 +0 +0 +0 +- +- +-\n", result.stdout)
@@ -120,6 +127,51 @@ def _positives(*names: str):
 ])
 def test_calcified_nodule_correction(codes, before, after):
   got = mrq.calcified_nodule_correction(codes, _positives(*before))
+  np.testing.assert_array_equal(got, _positives(*after))
+
+
+def test_openi_errors_and_the_cardiac_shadow_correction(tmp_path):
+  # The reference (as the CSV maps it) leaves out the enlarged cardiac shadow of report 1 and the
+  # possible effusion of report 2.
+  path = _write_openi(tmp_path / "reports.csv", [
+      ("1", "The cardiac silhouette is enlarged.", "", "Cardiac Shadow/enlarged/mild",
+       {"No Finding": "1"}),
+      ("2", "Possible small right pleural effusion. No pneumothorax.", "", "",
+       {"No Finding": "1"})])
+  half = {uid: mrq.split_half(uid) for uid in ("1", "2")}
+  result = _run("--openi", path, "--errors", "all")
+  assert result.returncode == 0, result.stderr
+  assert "1 reports with an enlarged cardiac shadow count as Cardiomegaly" in result.stdout
+  assert re.search(r"Cardiomegaly +1 +1 +0 +0 ", result.stdout)
+  errors = result.stdout.split("Errors, all reports")[1]
+  assert errors.count("  --- ") == 2  # Pleural Effusion FP and No Finding FN, both of report 2
+  assert (f"--- Pleural Effusion FP (uncertain), uid 2 ({half['2']}); reference codes: -\n"
+          '    Pleural Effusion, uncertain "effusion": Possible small right pleural effusion.\n'
+          in errors)
+  assert (f"--- No Finding FN, uid 2 ({half['2']}); reference codes: -\n"
+          '    Pleural Effusion, uncertain "effusion": Possible small right pleural effusion.\n'
+          in errors)
+  raw = _run("--openi", path, "--raw_reference", "--errors", half["1"])
+  assert raw.returncode == 0, raw.stderr
+  assert "Reference as the CSV has it (--raw_reference):" in raw.stdout
+  assert re.search(r"Cardiomegaly +0 +0 +1 +0 ", raw.stdout)
+  assert (f"--- Cardiomegaly FP (positive), uid 1 ({half['1']}); reference codes: "
+          "Cardiac Shadow/enlarged/mild\n"
+          '    Cardiomegaly, positive "cardiac silhouette is enlarged": '
+          "The cardiac silhouette is enlarged.\n" in raw.stdout)
+
+
+@pytest.mark.parametrize("codes, before, after", [
+    ("Cardiac Shadow/enlarged/mild;Calcinosis/aorta", ("No Finding",), ("Cardiomegaly",)),
+    ("Cardiac Shadow/enlarged;Cardiomegaly", ("Cardiomegaly",), ("Cardiomegaly",)),
+    ("Cardiac Shadow/enlarged;Catheters, Indwelling", ("No Finding", "Support Devices"),
+     ("Cardiomegaly", "Support Devices")),
+    # Another qualifier of the cardiac shadow is not an enlargement.
+    ("Cardiac Shadow/normal", ("No Finding",), ("No Finding",)),
+    ("", ("No Finding",), ("No Finding",)),
+])
+def test_enlarged_cardiac_shadow_correction(codes, before, after):
+  got = mrq.enlarged_cardiac_shadow_correction(codes, _positives(*before))
   np.testing.assert_array_equal(got, _positives(*after))
 
 

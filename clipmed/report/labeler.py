@@ -113,15 +113,23 @@ def label_sentences(sentence_list: Sequence[str]) -> np.ndarray:
   """
   if not sentence_list:
     return np.full((chexpert.NUM_CATEGORIES,), np.nan, dtype=np.float32)
-  # Combined reports ("Chest. ... Left knee. ..."): only the chest examination is labelled.
+  return chexpert.apply_no_finding_rule(
+      aggregate(m for _, m in sentences_with_mentions(sentence_list)))
+
+
+def sentences_with_mentions(sentence_list: Sequence[str]) -> list[tuple[str, Mention]]:
+  """(sentence, mention) for every mention label_sentences reads, in report order.
+
+  Combined reports ("Chest. ... Left knee. ..."): only the chest examination's sentences count.
+  """
   sentence_list = sections.chest_sentences(list(sentence_list))
   found = []
   for i, sentence in enumerate(sentence_list):
     following = sentence_list[i + 1] if i + 1 < len(sentence_list) else ""
     if following and not mentions.names_previous(normalize_for_matching(following)):
       following = ""
-    found.extend(sentence_mentions(sentence, following))
-  return chexpert.apply_no_finding_rule(aggregate(found))
+    found.extend((sentence, m) for m in sentence_mentions(sentence, following))
+  return found
 
 
 def label_text(text: str) -> np.ndarray:
