@@ -18,6 +18,7 @@ SCRIPT = os.path.join(ROOT, "scripts", "measure_report_quality.py")
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import measure_report_quality as mrq  # noqa: E402  pylint: disable=wrong-import-position
+import openi_reference  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _run(*args):
@@ -36,10 +37,10 @@ def _rows(out: str, source: str) -> dict[str, list[str]]:
 
 
 def test_split_half_is_fixed_and_balanced():
-  halves = [mrq.split_half(str(uid)) for uid in range(1000)]
-  assert halves == [mrq.split_half(str(uid)) for uid in range(1000)]
+  halves = [openi_reference.split_half(str(uid)) for uid in range(1000)]
+  assert halves == [openi_reference.split_half(str(uid)) for uid in range(1000)]
   assert 400 < halves.count("develop") < 600
-  assert set(halves) == set(mrq.HALVES)
+  assert set(halves) == set(openi_reference.HALVES)
 
 
 def test_mimic_cxr_agreement_with_chexpert_and_negbio(tmp_path):
@@ -70,7 +71,7 @@ def test_chexpert_plus_agreement_with_chexbert(tmp_path):
 
 
 def _write_openi(path, rows) -> str:
-  """An openi_dev.csv-style file of rows (uid, findings, impression, mesh codes, {category: "1"})."""
+  """An openi_dev.csv-like file of rows (uid, findings, impression, mesh codes, {category: "1"})."""
   with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["uid", "findings", "impression", "mesh", *chexpert.CATEGORIES])
@@ -126,7 +127,7 @@ def _positives(*names: str):
     ("", ("Lung Lesion",), ("Lung Lesion",)),
 ])
 def test_calcified_nodule_correction(codes, before, after):
-  got = mrq.calcified_nodule_correction(codes, _positives(*before))
+  got = openi_reference.calcified_nodule_correction(codes, _positives(*before))
   np.testing.assert_array_equal(got, _positives(*after))
 
 
@@ -138,7 +139,7 @@ def test_openi_errors_and_the_cardiac_shadow_correction(tmp_path):
        {"No Finding": "1"}),
       ("2", "Possible small right pleural effusion. No pneumothorax.", "", "",
        {"No Finding": "1"})])
-  half = {uid: mrq.split_half(uid) for uid in ("1", "2")}
+  half = {uid: openi_reference.split_half(uid) for uid in ("1", "2")}
   result = _run("--openi", path, "--errors", "all")
   assert result.returncode == 0, result.stderr
   assert "1 reports with an enlarged cardiac shadow count as Cardiomegaly" in result.stdout
@@ -171,7 +172,7 @@ def test_openi_errors_and_the_cardiac_shadow_correction(tmp_path):
     ("", ("No Finding",), ("No Finding",)),
 ])
 def test_enlarged_cardiac_shadow_correction(codes, before, after):
-  got = mrq.enlarged_cardiac_shadow_correction(codes, _positives(*before))
+  got = openi_reference.enlarged_cardiac_shadow_correction(codes, _positives(*before))
   np.testing.assert_array_equal(got, _positives(*after))
 
 
