@@ -80,16 +80,39 @@ def export(workdir: str, output: str, *, step: int | None = None, config: Any = 
     if os.path.isfile(results_path):
       shutil.copyfile(results_path, os.path.join(staging, saved.RESULTS))
       results = results_lib.read(results_path)
+    decisions = _copy_decision_offsets(workdir, int(step), os.path.join(staging, saved.DECISIONS))
     num_params = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
     with open(os.path.join(staging, saved.CARD), "w", encoding="utf-8") as f:
       f.write(model_card(config, step=int(step), preprocessing=preprocessing, results=results,
-                         num_params=num_params, default_prompts=default_prompts))
+                         num_params=num_params, default_prompts=default_prompts,
+                         decisions=decisions))
     if os.path.isdir(output):
       os.rmdir(output)
     os.replace(staging, output)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return output
+
+
+def _copy_decision_offsets(workdir: str, step: int, target: str) -> list[str]:
+  """Writes the yes/no offsets of every evaluation the workdir saved for `step` to
+  target/<eval>/<dataset>.npz (the offsets alone: the saved examples also hold the test split's
+  study ids, which stay in the workdir); returns the "<eval>/<dataset>" names written."""
+  examples = os.path.join(workdir, results_lib.EXAMPLES_DIR)
+  written = []
+  for name in sorted(os.listdir(examples)) if os.path.isdir(examples) else ():
+    folder = os.path.join(examples, name)
+    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+      if not file.endswith(".npz"):
+        continue
+      try:
+        offsets = predict.evaluation_offsets(os.path.join(folder, file))
+      except errors.UserError:  # a task without a yes/no decision, or an unreadable file
+        continue
+      if offsets.step == step:
+        offsets.save(os.path.join(target, name, file))
+        written.append(f"{name}/{file[:-4]}")
+  return written
 
 
 def _write_json(path: str, payload: Any) -> None:
@@ -99,8 +122,10 @@ def _write_json(path: str, payload: Any) -> None:
 
 
 def model_card(config: Any, *, step: int, preprocessing: "predict.Preprocessing",
-               results: tuple[dict, dict] | None, num_params: int, default_prompts: str) -> str:
-  """The export's README.md: what the model is, how to use it, its training and its results."""
+               results: tuple[dict, dict] | None, num_params: int, default_prompts: str,
+               decisions: Sequence[str] = ()) -> str:
+  """The export's README.md: what the model is, how to use it, its training and its results
+  (`decisions`: the "<eval>/<dataset>" yes/no offsets the export carries)."""
   data, loss = config.data, config.loss
   streams = [f"{k} (threshold {loss.thresholds[k]}, weight {loss.weights[k]})"
              for k in ("text", "clinical", "graph") if float(loss.weights[k]) > 0]
@@ -136,8 +161,16 @@ def model_card(config: Any, *, step: int, preprocessing: "predict.Preprocessing"
       f"scaled to [0, 1] and normalised with mean {preprocessing.mean} and std "
       f"{preprocessing.std} ({preprocessing.channels} channel(s)); reports are cut at "
       f"{preprocessing.max_text_length} tokens (`{saved.PREPROCESSING}`). Zero-shot prompts: "
-      f"`{saved.PROMPTS}/{default_prompts}.json` by default.", "",
-      "## Evaluation", ""]
+      f"`{saved.PROMPTS}/{default_prompts}.json` by default.", ""]
+  if decisions:
+    lines += [
+        "## Yes/no decisions", "",
+        "The offsets that the evaluation added to each finding's logit before its yes/no "
+        f"decision ({', '.join(f'`{saved.DECISIONS}/{d}.npz`' for d in decisions)}). "
+        "`model.zero_shot(files, offsets=clipmed.predict.evaluation_offsets(\"THIS_DIRECTORY\"))` "
+        "or `--offsets-from THIS_DIRECTORY` gives the probabilities whose 1/2 threshold is the "
+        "evaluation's decision (with the evaluation's prompts).", ""]
+  lines += ["## Evaluation", ""]
   if results is None:
     lines += ["The workdir had no results.json: this checkpoint was not evaluated.", ""]
   else:

@@ -287,11 +287,19 @@ def test_export_loads_in_a_fresh_process_with_the_same_numbers(tiny_workdir, mod
                "--push-to-hub", "someone/clipmed-tiny"], env={"HF_HUB_OFFLINE": "1"})
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "could not upload" in proc.stderr and "Traceback" not in proc.stderr
-  assert sorted(os.listdir(exported)) == ["README.md", "config.json", "model.safetensors",
-                                          "preprocessing.json", "prompts", "results.json",
-                                          "tokenizer", "training_config.json"]
+  assert sorted(os.listdir(exported)) == ["README.md", "config.json", "decision_offsets",
+                                          "model.safetensors", "preprocessing.json", "prompts",
+                                          "results.json", "tokenizer", "training_config.json"]
   card = (exported / "README.md").read_text()
   assert "zero_shot/synth_cxr/mean_auroc" in card and "synth_cxr/test" in card
+  # The evaluation's yes/no offsets travel with the export, without the test split's study ids.
+  decisions = {name: sorted(os.listdir(exported / "decision_offsets" / name))
+               for name in os.listdir(exported / "decision_offsets")}
+  assert decisions["zero_shot"] == ["synth_cxr.npz"] and "retrieval" not in decisions
+  assert "`decision_offsets/zero_shot/synth_cxr.npz`" in card
+  with np.load(exported / "decision_offsets" / "zero_shot" / "synth_cxr.npz") as npz:
+    assert sorted(npz.files) == ["classes", "decision_offset", "prompt_sha256", "step"]
+  offsets = predict.evaluation_offsets(tiny_workdir)
   picture = fake_images.chest_like(70, 60, seed=5)
   image = fake_images.write_png(tmp_path / "x.png", picture)
   texts = ["Small left pleural effusion.", "No acute cardiopulmonary process."]
@@ -301,7 +309,9 @@ def test_export_loads_in_a_fresh_process_with_the_same_numbers(tiny_workdir, mod
           f"m = p.load({str(exported)!r})\n"
           f"np.savez({str(tmp_path / 'fresh.npz')!r}, image=m.embed_images([{image!r}]), "
           f"text=m.embed_reports({texts!r}), scale=m.logit_scale, "
-          f"zs=m.zero_shot([{image!r}])['Pleural Effusion'])\n"
+          f"zs=m.zero_shot([{image!r}])['Pleural Effusion'], "
+          f"decided=np.stack(list(m.zero_shot([{image!r}], "
+          f"offsets=p.evaluation_offsets({str(exported)!r})).values())))\n"
           f"assert 'tensorflow' not in sys.modules, 'using clipmed.predict loaded tensorflow'\n")
   proc = _run(["-c", code])
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -311,6 +321,9 @@ def test_export_loads_in_a_fresh_process_with_the_same_numbers(tiny_workdir, mod
   assert float(fresh["scale"]) == pytest.approx(model.logit_scale, abs=1e-6)
   np.testing.assert_allclose(fresh["zs"], model.zero_shot([image])["Pleural Effusion"],
                              atol=1e-6)
+  np.testing.assert_allclose(
+      fresh["decided"], np.stack(list(model.zero_shot([image], offsets=offsets).values())),
+      atol=1e-6)
   with pytest.raises(errors.FileError, match="not an empty directory"):
     export.export(tiny_workdir, str(exported))
 

@@ -9,6 +9,10 @@
       prompts/<name>.json     the zero-shot prompt sets (clipmed/evaluators/prompt_sets.py format)
       training_config.json    the full training config, for provenance
       results.json            the run's evaluation results, when it had any
+      decision_offsets/<eval>/<dataset>.npz
+                              the yes/no offsets each evaluation of this step fitted (classes,
+                              decision_offset, step, prompt_sha256; clipmed.predict's
+                              evaluation_offsets reads them), when the workdir had any
       README.md               the model card
 
 Read by `clipmed.predict.load` (inference) and by config.model.init (further training); neither
@@ -33,6 +37,7 @@ TOKENIZER = "tokenizer"
 PROMPTS = "prompts"
 TRAINING_CONFIG = "training_config.json"
 RESULTS = "results.json"
+DECISIONS = "decision_offsets"
 CARD = "README.md"
 # preprocessing.json: source_max_size is the longest side dataset preparation resized to (an input
 # file goes through the same resize first); the rest are config.data's values of the run.

@@ -2,7 +2,7 @@
 
     python -m clipmed.predict --model DIR --images a.png b.dcm scans/ \\
         [--findings "pleural effusion,pneumothorax"] [--priors "pneumothorax=0.05,..."] \\
-        [--calibrate-on population/ | --offsets-from WORKDIR] \\
+        [--calibrate-on population/ | --offsets-from WORKDIR_OR_EXPORT] \\
         [--reports reports.csv --top-k 5] \\
         [--output out.csv|out.json]
 
@@ -212,8 +212,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="image files and/or directories of the population the --priors "
                            "describe (no labels): each finding's offset is fitted so that their "
                            "mean probability equals its prior; needs a prior for every finding")
-  parser.add_argument("--offsets-from", default=None, metavar="WORKDIR",
-                      help="a training workdir (or its examples/zero_shot/<dataset>.npz): use "
+  parser.add_argument("--offsets-from", default=None, metavar="DIR",
+                      help="a training workdir or an export (or the .npz file itself): use "
                            "the yes/no offsets its evaluation fitted, so that a probability "
                            "above 1/2 is the evaluation's \"yes\" (same step and prompts)")
   parser.add_argument("--reports", default=None,

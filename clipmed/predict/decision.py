@@ -14,6 +14,7 @@ import numpy as np
 from clipmed import errors
 from clipmed.evaluators import prompt_sets
 from clipmed.evaluators import results as results_lib
+from clipmed.models import saved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +53,19 @@ class DecisionOffsets:
                                f"findings are {list(evaluated)}")
     return np.array([self.offset[evaluated.index(name)] for name in classes])
 
+  def save(self, path: str) -> None:
+    """Writes the offsets alone (no image or study of the evaluated split) as a .npz file that
+    evaluation_offsets reads back; clipmed.export puts them into an export this way."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez(path, classes=np.array(self.classes), decision_offset=self.offset,
+             step=np.int64(self.step), prompt_sha256=np.array(self.prompt_sha256))
+
 
 def evaluation_offsets(path: str, name: str = "zero_shot",
                        dataset: str | None = None) -> DecisionOffsets:
   """The yes/no offsets the evaluation `name` (a config.evals key) saved in a training workdir
-  (examples/<name>/<dataset>.npz; `dataset` may be left out when only one was evaluated), or in
-  the .npz file `path`.
+  (examples/<name>/<dataset>.npz) or that an export carries (decision_offsets/<name>/<dataset>.npz;
+  `dataset` may be left out when only one was evaluated), or in the .npz file `path`.
 
   Raises:
     FileError: no such evaluation was saved.
@@ -65,13 +73,16 @@ def evaluation_offsets(path: str, name: str = "zero_shot",
   """
   path = os.path.expanduser(os.fspath(path))
   if not path.endswith(".npz"):
-    folder = os.path.join(path, results_lib.EXAMPLES_DIR, name)
+    folder = os.path.join(path, saved.DECISIONS, name)
+    if not os.path.isdir(folder):
+      folder = os.path.join(path, results_lib.EXAMPLES_DIR, name)
     found = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(
         folder) else []
     if not found:
       raise errors.FileError(f"{path} has no saved {name!r} evaluation ({folder}/*.npz); "
                              f"evaluate it first: python -m clipmed.evaluate --workdir={path} "
-                             "--config=<its config>")
+                             "--config=<its config> (an export carries the evaluations that its "
+                             "workdir held for its step)")
     if dataset is None and len(found) > 1:
       raise errors.ConfigError(f"{folder} holds the evaluations of {found}; choose one "
                                "(dataset=, or the .npz file itself)")
