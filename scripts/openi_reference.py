@@ -69,6 +69,18 @@ def read_openi(path: str, correct: bool = True) -> OpenIReports:
   return OpenIReports([r["uid"] for r in rows], texts, codes, mesh, corrected)
 
 
+def _parse_codes(mesh_codes: str) -> list[tuple[str, ...]]:
+  """A report's ";"-separated MeSH codes -> (heading, qualifier, ...) each, parts stripped."""
+  return [tuple(part.strip() for part in code.split("/"))
+          for code in mesh_codes.split(";") if code.strip()]
+
+
+def _with_no_finding_rule(positives: np.ndarray) -> np.ndarray:
+  """The corrected row's No Finding by CheXpert's rule (chexpert.apply_no_finding_rule), in the
+  reference's 0/1 convention."""
+  return np.nan_to_num(chexpert.apply_no_finding_rule(positives), nan=0.0)
+
+
 # MeSH headings of a calcified lesion: a Nodule coded at the same site as one of these is a
 # calcified nodule (a calcified granuloma), which the reference's own definition and CheXpert's
 # unmention list ("calcified nodul") keep out of Lung Lesion.
@@ -92,7 +104,7 @@ def calcified_nodule_correction(mesh_codes: str, positives: np.ndarray) -> np.nd
   Returns:
     float32 [14], a corrected copy.
   """
-  codes = [tuple(c.strip().split("/")) for c in mesh_codes.split(";") if c.strip()]
+  codes = _parse_codes(mesh_codes)
   lesions = [c for c in codes if c[0] in ("Nodule", "Mass")]
   calcified_sites = {c[1:] for c in codes if c[0] in _CALCIFIED_HEADINGS}
   out = positives.copy()
@@ -101,10 +113,7 @@ def calcified_nodule_correction(mesh_codes: str, positives: np.ndarray) -> np.nd
     return out
   if all(c[0] == "Nodule" and c[1:] in calcified_sites for c in lesions):
     out[lesion] = 0.0
-    others = [i for i in range(chexpert.NUM_CATEGORIES)
-              if i not in (chexpert.NO_FINDING, chexpert.SUPPORT_DEVICES)]
-    if not out[others].any():
-      out[chexpert.NO_FINDING] = 1.0
+    out = _with_no_finding_rule(out)
   return out
 
 
@@ -124,11 +133,10 @@ def enlarged_cardiac_shadow_correction(mesh_codes: str, positives: np.ndarray) -
     float32 [14], a corrected copy.
   """
   out = positives.copy()
-  for code in mesh_codes.split(";"):
-    heading, *qualifiers = [part.strip() for part in code.split("/")]
-    if heading == "Cardiac Shadow" and "enlarged" in qualifiers:
-      out[chexpert.INDEX["Cardiomegaly"]] = 1.0
-      out[chexpert.NO_FINDING] = 0.0
+  if any(code[0] == "Cardiac Shadow" and "enlarged" in code[1:]
+         for code in _parse_codes(mesh_codes)):
+    out[chexpert.INDEX["Cardiomegaly"]] = 1.0
+    out = _with_no_finding_rule(out)
   return out
 
 
