@@ -56,7 +56,6 @@ from clipmed.report import chexpert  # noqa: E402
 from clipmed.report import hard_negatives  # noqa: E402
 from clipmed.report import labeler  # noqa: E402
 from clipmed.report import sections  # noqa: E402
-from clipmed.report import sentences  # noqa: E402
 import openi_reference  # noqa: E402  (scripts/, beside this file)
 
 MACRO_CATEGORIES = ("No Finding", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Atelectasis",
@@ -184,7 +183,7 @@ def print_errors(reports: openi_reference.OpenIReports, pred: np.ndarray, halves
       print(f"  --- {name} {kind}, uid {uid} ({halves[i]}); reference codes: "
             f"{reports.codes[i] or '-'}")
       said = [(sentence, m) for sentence, m in labeler.sentences_with_mentions(
-          sentences.split_sentences(sections.clinical_text(reports.texts[i])))
+          labeler.report_sentences(reports.texts[i]))
               if m.category == k or (k == chexpert.NO_FINDING
                                      and m.status != chexpert.NEGATIVE)]
       for sentence, m in said:

@@ -146,7 +146,12 @@ def label_report(text: str) -> np.ndarray:
   Returns:
     [14] float32: 1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned.
   """
-  return label_text(sections.clinical_text(text))
+  return label_sentences(report_sentences(text))
+
+
+def report_sentences(text: str) -> list[str]:
+  """The sentences label_report reads: FINDINGS + IMPRESSION when the report has headers."""
+  return sentences_lib.split_sentences(sections.clinical_text(text))
 
 
 def label_reports(texts: Sequence[str], *,
