@@ -9,6 +9,7 @@ Face Hub afterwards (needs `pip install huggingface_hub` and `hf auth login`).
 """
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -98,20 +99,16 @@ def _copy_decision_offsets(workdir: str, step: int, target: str) -> list[str]:
   """Writes the yes/no offsets of every evaluation the workdir saved for `step` to
   target/<eval>/<dataset>.npz (the offsets alone: the saved examples also hold the test split's
   study ids, which stay in the workdir); returns the "<eval>/<dataset>" names written."""
-  examples = os.path.join(workdir, results_lib.EXAMPLES_DIR)
   written = []
-  for name in sorted(os.listdir(examples)) if os.path.isdir(examples) else ():
-    folder = os.path.join(examples, name)
-    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-      if not file.endswith(".npz"):
-        continue
-      try:
-        offsets = predict.evaluation_offsets(os.path.join(folder, file))
-      except errors.UserError:  # a task without a yes/no decision, or an unreadable file
-        continue
-      if offsets.step == step:
-        offsets.save(os.path.join(target, name, file))
-        written.append(f"{name}/{file[:-4]}")
+  for path in sorted(glob.glob(os.path.join(workdir, results_lib.EXAMPLES_DIR, "*", "*.npz"))):
+    try:
+      offsets = predict.evaluation_offsets(path)
+    except errors.UserError:  # a task without a yes/no decision, or an unreadable file
+      continue
+    if offsets.step == step:
+      name = os.path.relpath(path, os.path.dirname(os.path.dirname(path)))  # <eval>/<dataset>.npz
+      offsets.save(os.path.join(target, name))
+      written.append(name[:-4])
   return written
 
 
